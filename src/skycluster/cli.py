@@ -1,0 +1,216 @@
+"""The ``skycluster`` command.
+
+Exit codes: 0 success (also after SIGTERM/SIGINT), 1 the node failed at run
+time (port in use, unreadable cookie file), 2 bad flags, values or environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn, TextIO
+
+from skycluster import __version__, config
+from skycluster.cluster import Cluster, topologies_from
+from skycluster.config import Option
+from skycluster.errors import ConfigError, StartError
+from skycluster.events import Event, NodeDown, NodeUp
+from skycluster.strategy import BUILTIN, strategy_class
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+Copies of a service find each other and form a cluster.
+Every flag can also be given as an environment variable: --heartbeat-interval
+is SKYCLUSTER_HEARTBEAT_INTERVAL (the seed's LIBCLUSTER_* names work too)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _strategy_options() -> list[Option]:
+    seen: dict[str, Option] = {}
+    for name in BUILTIN:
+        for option in strategy_class(name).options:
+            seen.setdefault(option.key, option)
+    return list(seen.values())
+
+
+def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option], title: str) -> None:
+    group = parser.add_argument_group(title)
+    for option in options:
+        env = ", ".join(option.env)
+        if option.parse is config.parse_bool:
+            group.add_argument(
+                option.flag,
+                dest=option.key,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{option.help} (env {env})",
+            )
+        else:
+            group.add_argument(
+                option.flag,
+                dest=option.key,
+                metavar=option.metavar or option.key.upper(),
+                help=f"{option.help} (env {env})",
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="skycluster",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"skycluster {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    agent = commands.add_parser(
+        "agent",
+        help="run a node and print membership events",
+        description="Run a node, join the cluster through a strategy and print events "
+        "(NodeUp/NodeDown) as they happen. SIGTERM or SIGINT leave gracefully.",
+    )
+    _add_options(agent, config.NODE_OPTIONS, "node")
+    strategies = agent.add_argument_group("discovery")
+    strategies.add_argument(
+        "--strategy",
+        metavar="NAME[,NAME]",
+        help=f"strategies to run: {', '.join(BUILTIN)} or module:Class "
+        "(env SKYCLUSTER_STRATEGY, LIBCLUSTER_STRATEGY)",
+    )
+    _add_options(agent, _strategy_options(), "strategy options")
+    output = agent.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="one JSON object per line")
+    output.add_argument(
+        "--log-level",
+        default=os.environ.get("SKYCLUSTER_LOG_LEVEL", "warning"),
+        choices=["debug", "info", "warning", "error"],
+        help="log level on stderr [warning] (env SKYCLUSTER_LOG_LEVEL)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "agent":
+            return asyncio.run(_agent(args, environ))
+    except ConfigError as exc:
+        print(f"skycluster {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StartError as exc:
+        print(f"skycluster {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+    parser.error(f"unknown command {args.command!r}")
+
+
+def cluster_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Cluster:
+    flags = vars(args)
+    values = config.resolve(config.NODE_OPTIONS, environ, flags)
+    values["topologies"] = topologies_from(environ, flags)
+    return Cluster(environ=environ, **values)
+
+
+async def _agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    cluster = cluster_from_args(args, environ)
+    show = _json_line if args.json else _text_line
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    subscription = cluster.subscribe()
+    await cluster.start()
+    try:
+        _emit(
+            show,
+            {"event": "started", "node": cluster.name, "address": cluster.address},
+        )
+        printer = asyncio.create_task(_print_events(subscription, show, stop))
+        await stop.wait()
+    finally:
+        await cluster.stop()
+    await printer
+    _emit(show, {"event": "stopped", "node": cluster.name})
+    return EXIT_OK
+
+
+async def _print_events(
+    subscription: Any, show: Callable[[dict[str, Any]], str], stop: asyncio.Event
+) -> None:
+    async for event in subscription:
+        if not _emit(show, event_record(event)):
+            stop.set()  # stdout is gone: nobody is listening any more
+            return
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    if isinstance(event, NodeUp):
+        return {
+            "event": "nodeup",
+            "node": event.node,
+            "address": event.address,
+            "metadata": dict(event.metadata),
+            "time": event.time,
+        }
+    assert isinstance(event, NodeDown)
+    return {
+        "event": "nodedown",
+        "node": event.node,
+        "reason": str(event.reason),
+        "time": event.time,
+    }
+
+
+def _emit(
+    show: Callable[[dict[str, Any]], str], record: dict[str, Any], out: TextIO | None = None
+) -> bool:
+    out = out or sys.stdout
+    try:
+        out.write(show(record) + "\n")
+        out.flush()
+    except (BrokenPipeError, ValueError):
+        return False
+    return True
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"))
+
+
+def _text_line(record: dict[str, Any]) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(record.get("time", time.time())))
+    kind = record["event"]
+    if kind == "started":
+        return f"{stamp} started {record['node']} listening on {record['address']}"
+    if kind == "stopped":
+        return f"{stamp} stopped {record['node']}"
+    if kind == "nodeup":
+        return f"{stamp} nodeup   {record['node']} ({record['address']})"
+    return f"{stamp} nodedown {record['node']} ({record['reason']})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""Cluster: the application's handle on its node, its strategies and its events.
+
+asyncio-native (``async with Cluster(...)``) with a thread-safe face for code
+that does not use asyncio (``with Cluster(...)``, ``*_blocking`` methods). The
+node itself runs on its own thread (see :mod:`skycluster.dist.runtime`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from skycluster import config
+from skycluster._tasks import TaskSet
+from skycluster.config import NodeSettings, TLSFiles
+from skycluster.cookie import load_cookie
+from skycluster.dist.runtime import Runtime
+from skycluster.errors import ConfigError, StartError
+from skycluster.events import (
+    DEFAULT_QUEUE_SIZE,
+    AsyncSubscription,
+    Event,
+    EventBus,
+    NodeUp,
+    Subscription,
+    SyncSubscription,
+)
+from skycluster.names import NodeName, format_address, parse_address
+from skycluster.strategy import Strategy, Topology, strategy_class
+
+log = logging.getLogger("skycluster")
+
+S = TypeVar("S", bound=Subscription)
+EventCallback = Callable[[Event], Awaitable[None] | None]
+
+
+class Cluster:
+    """A node that joins a cluster through its topologies and reports membership.
+
+    ``name`` is ``name@host`` or ``name@host:port`` (the port is where this
+    node listens); when omitted it comes from ``SKYCLUSTER_NAME``, else
+    ``node<pid>@127.0.0.1``. ``cookie`` falls back to ``SKYCLUSTER_COOKIE``,
+    then to ``~/.skycluster/cookie``.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        cookie: str | bytes | None = None,
+        topologies: Mapping[str, Strategy | Topology] | None = None,
+        listen: str | None = None,
+        dist_port: int | None = None,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 3.0,
+        handshake_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        full_mesh: bool = True,
+        hidden: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca: str | None = None,
+        max_frame_size: int = 8 * 1024 * 1024,
+        strategy_restart_backoff: tuple[float, float] = (0.5, 30.0),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        environ = os.environ if environ is None else environ
+        node_name = NodeName.parse(
+            name or environ.get("SKYCLUSTER_NAME") or f"node{os.getpid()}@127.0.0.1"
+        )
+        _positive("heartbeat_interval", heartbeat_interval)
+        _positive("heartbeat_timeout", heartbeat_timeout)
+        _positive("handshake_timeout", handshake_timeout)
+        _positive("connect_timeout", connect_timeout)
+        if heartbeat_timeout <= heartbeat_interval:
+            raise ConfigError(
+                f"heartbeat_timeout ({heartbeat_timeout}) must be longer than "
+                f"heartbeat_interval ({heartbeat_interval}), or every link would time out"
+            )
+        if dist_port is not None and not 0 < dist_port < 65536:
+            raise ConfigError(f"dist_port must be a port from 1 to 65535, got {dist_port!r}")
+        tls_given = [tls_cert, tls_key, tls_ca]
+        if any(tls_given) and not all(tls_given):
+            raise ConfigError("TLS needs all three of tls_cert, tls_key and tls_ca")
+        listen_host, listen_port = _listen_address(node_name, listen, dist_port)
+        self._cookie = load_cookie(cookie, environ)
+        self.settings = NodeSettings(
+            name=node_name,
+            listen_host=listen_host,
+            listen_port=listen_port,
+            dist_port=dist_port,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            handshake_timeout=handshake_timeout,
+            connect_timeout=connect_timeout,
+            full_mesh=full_mesh,
+            hidden=hidden,
+            max_frame_size=max_frame_size,
+            metadata=dict(metadata or {}),
+            tls=TLSFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key and tls_ca else None,
+        )
+        self.topologies: dict[str, Topology] = {
+            key: value if isinstance(value, Topology) else Topology(value)
+            for key, value in (topologies or {}).items()
+        }
+        for key, topology in self.topologies.items():
+            if not isinstance(topology.strategy, Strategy):
+                raise ConfigError(f"topology {key!r}: {topology.strategy!r} is not a Strategy")
+        self._restart_backoff = strategy_restart_backoff
+        self._bus = EventBus()
+        self._runtime: Runtime | None = None
+        self._callbacks: TaskSet | None = None
+        self._subscriptions: list[Subscription] = []
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Cluster:
+        """Every option from ``SKYCLUSTER_*`` (and the seed's ``LIBCLUSTER_*``)
+        variables, the strategy included; keyword arguments win."""
+        environ = os.environ if environ is None else environ
+        values = config.resolve(config.NODE_OPTIONS, environ)
+        if "topologies" not in overrides:
+            values["topologies"] = topologies_from(environ)
+        values.update(overrides)
+        return cls(environ=environ, **values)
+
+    # -- identity -------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """This node's identity, ``name@host``."""
+        return self.settings.name.identity
+
+    @property
+    def address(self) -> str | None:
+        """``host:port`` where this node accepts links (once started)."""
+        node = self._runtime.node if self._runtime else None
+        if node is None or not node.port:
+            return None
+        return format_address(self.settings.name.host, node.port)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the node (it listens when this returns) and its strategies."""
+        self._callbacks = TaskSet(log)
+        await asyncio.wrap_future(self._start_runtime())
+
+    def start_blocking(self) -> None:
+        """:meth:`start` for code without an event loop."""
+        self._start_runtime().result()
+
+    def _start_runtime(self) -> concurrent.futures.Future[None]:
+        if self._runtime is not None:
+            raise RuntimeError("the cluster is already started")
+        self._runtime = Runtime(
+            self.settings,
+            self._cookie,
+            self._bus,
+            self.topologies,
+            restart_backoff=self._restart_backoff,
+        )
+        future = self._runtime.start()
+        future.add_done_callback(self._join_if_failed)
+        return future
+
+    def _join_if_failed(self, future: concurrent.futures.Future[None]) -> None:
+        if future.exception() is not None and self._runtime is not None:
+            self._runtime = None
+
+    async def stop(self) -> None:
+        """Leave the cluster: peers see ``shutdown``; nothing is left running."""
+        runtime = self._runtime
+        if runtime is not None:
+            await asyncio.wrap_future(runtime.stop())
+            runtime.join()
+        self._end_subscriptions()
+        if self._callbacks is not None:
+            await self._callbacks.aclose()
+        self._runtime = None
+
+    def stop_blocking(self) -> None:
+        runtime = self._runtime
+        if runtime is not None:
+            runtime.stop().result()
+            runtime.join()
+        self._end_subscriptions()
+        self._runtime = None
+
+    def _end_subscriptions(self) -> None:
+        for subscription in self._subscriptions:
+            subscription.close()
+        self._subscriptions.clear()
+
+    async def __aenter__(self) -> Cluster:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __enter__(self) -> Cluster:
+        self.start_blocking()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop_blocking()
+
+    @property
+    def running(self) -> bool:
+        return self._runtime is not None
+
+    # -- membership -----------------------------------------------------------
+
+    def nodes(self) -> list[str]:
+        """Identities of the linked nodes (not this one, not hidden ones)."""
+        return sorted(self._bus.members())
+
+    def members(self) -> dict[str, NodeUp]:
+        """Linked nodes with the NodeUp that announced them (address, metadata, time)."""
+        return self._bus.members()
+
+    async def connect(self, name: str) -> bool:
+        """Link to ``name`` now; False when it cannot be reached."""
+        return await asyncio.wrap_future(self._require().submit(self._node_connect(name)))
+
+    def connect_blocking(self, name: str) -> bool:
+        return self._require().submit(self._node_connect(name)).result()
+
+    async def _node_connect(self, name: str) -> bool:
+        node = self._require().node
+        assert node is not None
+        return await node.connect(NodeName.parse(name))
+
+    async def disconnect(self, name: str) -> bool:
+        """Drop the link to ``name`` (subscribers see reason ``disconnect``)."""
+        return await asyncio.wrap_future(self._disconnect_future(name))
+
+    def disconnect_blocking(self, name: str) -> bool:
+        return self._disconnect_future(name).result()
+
+    def _disconnect_future(self, name: str) -> concurrent.futures.Future[bool]:
+        runtime = self._require()
+        identity = NodeName.parse(name).identity
+        assert runtime.node is not None
+        node = runtime.node
+        return runtime.call(lambda: node.disconnect(identity))
+
+    def stats(self) -> dict[str, int]:
+        """Counters: handshake failures by kind, links up/down by reason, overflows..."""
+        runtime = self._runtime
+        counts = dict(runtime.node.stats) if runtime and runtime.node else {}
+        counts["subscriber_overflows"] = self._bus.overflows
+        if runtime is not None:
+            for name, restarts in runtime.strategy_restarts.items():
+                counts[f"strategy_restarts_{name}"] = restarts
+        return counts
+
+    # -- events ---------------------------------------------------------------
+
+    def subscribe(
+        self, *, initial: bool = False, maxsize: int = DEFAULT_QUEUE_SIZE
+    ) -> AsyncSubscription:
+        """Events as an async iterator (``async for event in cluster.subscribe()``).
+        ``initial=True`` first delivers a NodeUp for every current member."""
+        subscription = AsyncSubscription(self._bus, maxsize, asyncio.get_running_loop())
+        return self._attach(subscription, initial)
+
+    def subscribe_blocking(
+        self, *, initial: bool = False, maxsize: int = DEFAULT_QUEUE_SIZE
+    ) -> SyncSubscription:
+        """Events for a plain thread: ``subscription.get(timeout)`` or iteration."""
+        return self._attach(SyncSubscription(self._bus, maxsize), initial)
+
+    def on_event(
+        self,
+        callback: EventCallback,
+        *,
+        initial: bool = False,
+        maxsize: int = DEFAULT_QUEUE_SIZE,
+    ) -> AsyncSubscription:
+        """Call ``callback(event)`` (sync or async) in this event loop for every event.
+        Close the returned subscription to unsubscribe. A failing callback is logged."""
+        if self._callbacks is None:
+            self._callbacks = TaskSet(log)
+        subscription = self.subscribe(initial=initial, maxsize=maxsize)
+        self._callbacks.spawn(_dispatch(subscription, callback), name=f"callback {callback!r}")
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.close()
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    def _attach(self, subscription: S, initial: bool) -> S:
+        self._bus.attach(subscription, initial=initial)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def wait_for_nodes(self, count: int, timeout: float | None = None) -> list[str]:
+        """Wait until at least ``count`` other nodes are linked; returns them.
+        Raises TimeoutError naming the nodes linked so far."""
+        subscription = self.subscribe(initial=True)
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.nodes()) < count:
+                    await subscription.get()
+        except TimeoutError:
+            raise TimeoutError(self._short_of(count, timeout)) from None
+        finally:
+            self.unsubscribe(subscription)
+        return self.nodes()
+
+    def wait_for_nodes_blocking(self, count: int, timeout: float | None = None) -> list[str]:
+        """:meth:`wait_for_nodes` for a plain thread."""
+        end = None if timeout is None else time.monotonic() + timeout
+        subscription = self.subscribe_blocking(initial=True)
+        try:
+            while len(self.nodes()) < count:
+                remaining = None if end is None else max(0.0, end - time.monotonic())
+                subscription.get(remaining)
+        except TimeoutError:
+            raise TimeoutError(self._short_of(count, timeout)) from None
+        finally:
+            self.unsubscribe(subscription)
+        return self.nodes()
+
+    def _short_of(self, count: int, timeout: float | None) -> str:
+        linked = self.nodes()
+        return (
+            f"only {len(linked)} of {count} nodes linked after {timeout} s: "
+            f"{', '.join(linked) or 'none'}"
+        )
+
+    def _require(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError("the cluster is not started; use 'async with Cluster(...)'")
+        return self._runtime
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Cluster {self.name} {state}, {len(self.nodes())} nodes>"
+
+
+async def _dispatch(subscription: AsyncSubscription, callback: EventCallback) -> None:
+    async for event in subscription:
+        try:
+            result = callback(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("event callback %r failed on %s", callback, event)
+
+
+def topologies_from(
+    environ: Mapping[str, str], flags: Mapping[str, Any] | None = None
+) -> dict[str, Strategy | Topology]:
+    """Strategies named by ``--strategy`` / ``SKYCLUSTER_STRATEGY`` /
+    ``LIBCLUSTER_STRATEGY`` (comma separated), each configured from its own options."""
+    flags = flags or {}
+    spec = flags.get("strategy")
+    source = "--strategy"
+    if not spec:
+        found = config.env_value(environ, ("SKYCLUSTER_STRATEGY", "LIBCLUSTER_STRATEGY"))
+        if found is None:
+            return {}
+        source, spec = f"environment variable {found[0]}", found[1]
+    topologies: dict[str, Strategy | Topology] = {}
+    for part in str(spec).split(","):
+        if not part.strip():
+            continue
+        try:
+            cls = strategy_class(part)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        values = config.resolve(cls.options, environ, flags)
+        try:
+            strategy = cls.from_options(values)
+        except TypeError as exc:
+            missing = ", ".join(o.flag for o in cls.options)
+            raise ConfigError(
+                f"strategy {part.strip()!r} is missing options ({exc}); its options: {missing}"
+            ) from None
+        topologies[part.strip().lower()] = strategy
+    return topologies
+
+
+def _positive(option: str, value: float) -> None:
+    if not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{option} must be a positive number of seconds, got {value!r}")
+
+
+def _listen_address(name: NodeName, listen: str | None, dist_port: int | None) -> tuple[str, int]:
+    if listen is not None:
+        try:
+            return parse_address(listen)
+        except ValueError as exc:
+            raise ConfigError(f"listen: {exc}") from None
+    if name.is_ip:
+        host = name.host
+    elif name.host == "localhost":
+        host = "127.0.0.1"
+    else:
+        host = ""  # a hostname: every interface
+    port = name.port or dist_port or 0
+    return host, port
+
+
+__all__ = ["Cluster", "EventCallback", "StartError", "topologies_from"]

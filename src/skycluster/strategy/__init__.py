@@ -1,0 +1,54 @@
+"""Strategies discover nodes; one file per strategy. Use them by class, or by
+name in config, the environment and the CLI (``epmd``, ``local``, ...), or by
+import path (``mypkg.discovery:Ec2Strategy``)."""
+
+from __future__ import annotations
+
+import importlib
+
+from skycluster.errors import ConfigError
+from skycluster.strategy.base import Strategy, StrategyContext, Topology
+from skycluster.strategy.epmd import Epmd
+
+__all__ = ["Epmd", "Strategy", "StrategyContext", "Topology", "strategy_class"]
+
+# name -> "module:Class"; imported only when used.
+BUILTIN: dict[str, str] = {
+    "epmd": "skycluster.strategy.epmd:Epmd",
+}
+
+# The seed project's LIBCLUSTER_STRATEGY values are Elixir module names.
+SEED_NAMES: dict[str, str] = {
+    "Cluster.Strategy.Epmd": "epmd",
+    "Cluster.Strategy.LocalEpmd": "local",
+    "Cluster.Strategy.ErlangHosts": "hosts",
+    "Cluster.Strategy.Gossip": "gossip",
+    "Cluster.Strategy.Kubernetes": "kubernetes",
+    "Cluster.Strategy.Kubernetes.DNS": "kubernetes-dns",
+    "Cluster.Strategy.Kubernetes.DNSSRV": "kubernetes-dnssrv",
+    "Cluster.Strategy.DNSPoll": "dns",
+}
+
+
+def accepted() -> str:
+    return ", ".join(BUILTIN) + ", a seed name such as Cluster.Strategy.Epmd, or module:Class"
+
+
+def strategy_class(spec: str) -> type[Strategy]:
+    """The strategy class for a name, a seed module name or an import path."""
+    spec = spec.strip()
+    key = SEED_NAMES.get(spec.removeprefix("Elixir.").removeprefix(":"), spec)
+    target = BUILTIN.get(key.lower())
+    if target is None:
+        if ":" not in spec:
+            raise ConfigError(f"unknown strategy {spec!r}; accepted: {accepted()}")
+        target = spec
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, class_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot load strategy {spec!r}: {exc}; accepted: {accepted()}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise ConfigError(f"strategy {spec!r} is not a skycluster.strategy.Strategy subclass")
+    return cls
