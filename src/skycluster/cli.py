@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TextIO
 from skycluster import __version__, config
 from skycluster.cluster import Cluster, topologies_from
 from skycluster.config import Option
+from skycluster.dist import portmapper
 from skycluster.errors import ConfigError, StartError
 from skycluster.events import Event, NodeDown, NodeUp
 from skycluster.strategy import BUILTIN, strategy_class
@@ -75,11 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"skycluster {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        default=os.environ.get("SKYCLUSTER_LOG_LEVEL", "warning").lower(),
+        choices=["debug", "info", "warning", "error"],
+        help="log level on stderr [warning] (env SKYCLUSTER_LOG_LEVEL)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
     agent = commands.add_parser(
         "agent",
+        parents=[common],
         help="run a node and print membership events",
         description="Run a node, join the cluster through a strategy and print events "
         "(NodeUp/NodeDown) as they happen. SIGTERM or SIGINT leave gracefully.",
@@ -95,13 +104,83 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(agent, _strategy_options(), "strategy options")
     output = agent.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="one JSON object per line")
-    output.add_argument(
-        "--log-level",
-        default=os.environ.get("SKYCLUSTER_LOG_LEVEL", "warning"),
-        choices=["debug", "info", "warning", "error"],
-        help="log level on stderr [warning] (env SKYCLUSTER_LOG_LEVEL)",
+
+    names = commands.add_parser(
+        "names",
+        parents=[common],
+        help="list the nodes a host's port mapper knows",
+        description="Ask HOST's port mapper (skycluster's or Erlang's epmd) for its nodes.",
+    )
+    names.add_argument("host", nargs="?", default="127.0.0.1", help="host to ask [127.0.0.1]")
+    names.add_argument("--epmd-port", metavar="PORT", help=EPMD_PORT_HELP)
+    names.add_argument("--timeout", metavar="S", default="2", help="seconds to wait [2]")
+    names.add_argument("--json", action="store_true", help="print a JSON array")
+
+    epmd = commands.add_parser(
+        "epmd",
+        parents=[common],
+        help="run a standalone port mapper",
+        description="Serve the EPMD protocol for the nodes on this host, as a daemon would. "
+        "Nodes also start one on their own when none runs.",
+    )
+    epmd.add_argument("--epmd-port", metavar="PORT", help=EPMD_PORT_HELP)
+    epmd.add_argument(
+        "--bind",
+        metavar="HOST",
+        default=os.environ.get("SKYCLUSTER_EPMD_BIND", "127.0.0.1"),
+        help="address to listen on; 0.0.0.0 for every interface [127.0.0.1] "
+        "(env SKYCLUSTER_EPMD_BIND)",
     )
     return parser
+
+
+EPMD_PORT_HELP = "port mapper port [4369] (env SKYCLUSTER_EPMD_PORT, ERL_EPMD_PORT)"
+
+
+def _epmd_port(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    if args.epmd_port is not None:
+        return int(
+            config.Option("epmd_port", config.parse_port, "").convert(args.epmd_port, "--epmd-port")
+        )
+    try:
+        return portmapper.epmd_port_from_env(environ)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+async def _names(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    port = _epmd_port(args, environ)
+    timeout = config.Option("timeout", config.parse_seconds, "").convert(args.timeout, "--timeout")
+    try:
+        found = await portmapper.names(args.host, epmd_port=port, timeout=timeout)
+    except portmapper.PortMapperError as exc:
+        print(f"skycluster names: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps([{"name": name, "port": p} for name, p in found]))
+    else:
+        for name, p in found:
+            print(f"{name}\t{p}")
+    return EXIT_OK
+
+
+async def _epmd(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    port = _epmd_port(args, environ)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = portmapper.PortMapperServer(portmapper.PortMapperConfig(host=args.bind, port=port))
+    try:
+        await server.start()
+    except OSError as exc:
+        raise StartError(str(exc.strerror or exc)) from None
+    print(f"port mapper listening on {args.bind}:{server.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -116,6 +195,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         if args.command == "agent":
             return asyncio.run(_agent(args, environ))
+        if args.command == "names":
+            return asyncio.run(_names(args, environ))
+        if args.command == "epmd":
+            return asyncio.run(_epmd(args, environ))
     except ConfigError as exc:
         print(f"skycluster {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

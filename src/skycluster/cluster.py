@@ -21,6 +21,8 @@ from skycluster import config
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings, TLSFiles
 from skycluster.cookie import load_cookie
+from skycluster.dist.portmapper import epmd_port_from_env
+from skycluster.dist.registration import PortMapperSettings
 from skycluster.dist.runtime import Runtime
 from skycluster.errors import ConfigError, StartError
 from skycluster.events import (
@@ -69,6 +71,9 @@ class Cluster:
         tls_key: str | None = None,
         tls_ca: str | None = None,
         max_frame_size: int = 8 * 1024 * 1024,
+        port_mapper: bool = True,
+        epmd_port: int | None = None,
+        epmd_bind: str | None = None,
         strategy_restart_backoff: tuple[float, float] = (0.5, 30.0),
         environ: Mapping[str, str] | None = None,
     ) -> None:
@@ -106,6 +111,9 @@ class Cluster:
             max_frame_size=max_frame_size,
             metadata=dict(metadata or {}),
             tls=TLSFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key and tls_ca else None,
+            port_mapper=_port_mapper_settings(
+                port_mapper, epmd_port, epmd_bind, listen_host, environ
+            ),
         )
         self.topologies: dict[str, Topology] = {
             key: value if isinstance(value, Topology) else Topology(value)
@@ -394,6 +402,29 @@ def topologies_from(
             ) from None
         topologies[part.strip().lower()] = strategy
     return topologies
+
+
+def _port_mapper_settings(
+    enabled: bool,
+    port: int | None,
+    bind: str | None,
+    listen_host: str,
+    environ: Mapping[str, str],
+) -> PortMapperSettings | None:
+    if not enabled:
+        return None
+    if port is None:
+        try:
+            port = epmd_port_from_env(environ)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    elif not 0 < port < 65536:
+        raise ConfigError(f"epmd_port must be a port from 1 to 65535, got {port!r}")
+    if bind is None:
+        # An embedded port mapper is reachable where the node is: loopback for a
+        # loopback node, the node's address, or every interface (as epmd does).
+        bind = listen_host or "0.0.0.0"
+    return PortMapperSettings(port=port, bind=bind)
 
 
 def _positive(option: str, value: float) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from skycluster.dist.registration import PortMapperSettings
 from skycluster.errors import ConfigError
 from skycluster.names import NodeName, parse_address
 
@@ -45,6 +46,7 @@ class NodeSettings:
     max_handshakes: int = 128  # concurrent unauthenticated connections
     metadata: Mapping[str, Any] = field(default_factory=dict)
     tls: TLSFiles | None = None
+    port_mapper: PortMapperSettings | None = None  # None: neither register nor resolve names
 
 
 # -- value parsers: each raises ValueError with the accepted form -------------
@@ -136,6 +138,20 @@ NODE_OPTIONS: tuple[Option, ...] = (
     Option("connect_timeout", parse_seconds, "seconds to dial a peer [5]", metavar="S"),
     Option("full_mesh", parse_bool, "link to peers of peers [true]", metavar="BOOL"),
     Option("hidden", parse_bool, "link without joining the mesh [false]", metavar="BOOL"),
+    Option(
+        "port_mapper",
+        parse_bool,
+        "register with the host's port mapper, serving one if none runs [true]",
+        metavar="BOOL",
+    ),
+    Option(
+        "epmd_port",
+        parse_port,
+        "port of the port mapper [4369]",
+        ("ERL_EPMD_PORT",),
+        metavar="PORT",
+    ),
+    Option("epmd_bind", parse_text, "address an embedded port mapper binds", metavar="HOST"),
     Option("tls_cert", parse_text, "PEM certificate for TLS links", metavar="FILE"),
     Option("tls_key", parse_text, "PEM private key for TLS links", metavar="FILE"),
     Option("tls_ca", parse_text, "PEM CA that signs members' certificates", metavar="FILE"),

@@ -68,6 +68,11 @@ class NodeName:
         return f"{self.identity}:{self.port}"
 
 
+def valid_name(name: str) -> bool:
+    """Whether ``name`` may stand before the '@' of a node name."""
+    return bool(_NAME_PART.match(name))
+
+
 def format_host(host: str) -> str:
     """Host as written in names and addresses: IPv6 in brackets."""
     return f"[{host}]" if ":" in host else host

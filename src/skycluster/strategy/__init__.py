@@ -9,12 +9,24 @@ import importlib
 from skycluster.errors import ConfigError
 from skycluster.strategy.base import Strategy, StrategyContext, Topology
 from skycluster.strategy.epmd import Epmd
+from skycluster.strategy.hosts_file import HostsFile
+from skycluster.strategy.local_epmd import LocalEpmd
 
-__all__ = ["Epmd", "Strategy", "StrategyContext", "Topology", "strategy_class"]
+__all__ = [
+    "Epmd",
+    "HostsFile",
+    "LocalEpmd",
+    "Strategy",
+    "StrategyContext",
+    "Topology",
+    "strategy_class",
+]
 
 # name -> "module:Class"; imported only when used.
 BUILTIN: dict[str, str] = {
     "epmd": "skycluster.strategy.epmd:Epmd",
+    "local": "skycluster.strategy.local_epmd:LocalEpmd",
+    "hosts": "skycluster.strategy.hosts_file:HostsFile",
 }
 
 # The seed project's LIBCLUSTER_STRATEGY values are Elixir module names.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from skycluster.config import Option
+from skycluster.dist.registration import PortMapperSettings
 from skycluster.names import NodeName
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class StrategyContext:
         self.topology = topology
         self.node_name: NodeName = node.name
         self.dist_port: int | None = node.settings.dist_port
+        self.port_mapper: PortMapperSettings | None = node.settings.port_mapper
         self.log = logging.getLogger(f"skycluster.strategy.{topology}")
         self._node = node
         self._connect: ConnectHook = hooks.connect or node.connect
