@@ -203,6 +203,7 @@ class Cluster:
         self._runtime = None
 
     def _end_subscriptions(self) -> None:
+        self._bus.forget_members()
         for subscription in self._subscriptions:
             subscription.close()
         self._subscriptions.clear()

@@ -63,9 +63,13 @@ def parse_seconds(text: str) -> float:
 
 
 def parse_port(text: str) -> int:
-    if not text.strip().isdigit() or not 0 < int(text) < 65536:
+    digits = text.strip()
+    # ASCII digits only ('²'.isdigit() is true, but int() refuses it), at most 5 of them
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 5) or not (
+        0 < int(digits) < 65536
+    ):
         raise ValueError("expected a port number from 1 to 65535")
-    return int(text)
+    return int(digits)
 
 
 def parse_bool(text: str) -> bool:

@@ -262,6 +262,11 @@ class EventBus:
             if subscriber in self._subscribers:
                 self._subscribers.remove(subscriber)
 
+    def forget_members(self) -> None:
+        """The node stopped: nobody is linked any more (subscriptions end separately)."""
+        with self._lock:
+            self._members.clear()
+
     def members(self) -> dict[str, NodeUp]:
         with self._lock:
             return dict(self._members)

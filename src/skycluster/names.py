@@ -123,7 +123,11 @@ def _split_host_port(text: str, rest: str) -> tuple[str, int | None]:
 
 
 def _parse_port(text: str, port_text: str) -> int:
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # ASCII digits only: str.isdigit() also accepts '²' (which int() rejects) and
+    # other scripts' digits; more than 5 digits cannot be a port (and int() refuses
+    # strings of thousands of digits).
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    if not digits or not 0 < int(port_text) < 65536:
         raise _bad(text, f"the port {port_text!r} is not a number from 1 to 65535")
     return int(port_text)
 
