@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import logging
 import os
 import time
@@ -366,7 +365,7 @@ async def _dispatch(subscription: AsyncSubscription, callback: EventCallback) ->
     async for event in subscription:
         try:
             result = callback(event)
-            if inspect.isawaitable(result):
+            if result is not None:
                 await result
         except Exception:
             log.exception("event callback %r failed on %s", callback, event)

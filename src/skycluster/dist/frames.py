@@ -1,0 +1,83 @@
+"""Frame codec: a 4-byte big-endian length, then that many bytes of msgpack.
+
+Sans-I/O: :class:`FrameDecoder` is fed bytes and returns whole payloads; it never
+holds more than one frame limit of buffered data. See ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+HEADER = struct.Struct(">I")
+HEADER_SIZE = HEADER.size
+
+_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+class FrameError(Exception):
+    """Bytes that are not a valid frame; the connection that sent them is closed."""
+
+
+class FrameTooLarge(FrameError):
+    pass
+
+
+def encode(value: Any) -> bytes:
+    """One frame holding ``value`` as msgpack."""
+    payload: bytes = _pack(value)
+    return HEADER.pack(len(payload)) + payload
+
+
+def encode_payload(payload: bytes) -> bytes:
+    return HEADER.pack(len(payload)) + payload
+
+
+def unpack(payload: bytes) -> Any:
+    """Decode one msgpack payload (its size is already bounded by the frame limit);
+    anything but exactly one valid object is a FrameError."""
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:  # TypeError: unhashable key
+        raise FrameError(f"undecodable frame: {exc.__class__.__name__}") from None
+
+
+class FrameDecoder:
+    """Splits a byte stream into payloads of at most ``max_size`` bytes."""
+
+    __slots__ = ("_buffer", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buffer
+        buf += data
+        frames: list[bytes] = []
+        start = 0
+        end = len(buf)
+        while end - start >= HEADER_SIZE:
+            (size,) = HEADER.unpack_from(buf, start)
+            if size > self.max_size:
+                raise FrameTooLarge(f"frame of {size} bytes exceeds the limit of {self.max_size}")
+            if end - start - HEADER_SIZE < size:
+                break
+            start += HEADER_SIZE
+            frames.append(bytes(buf[start : start + size]))
+            start += size
+        if start:
+            del buf[:start]
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def take_rest(self) -> bytes:
+        """Hand over whatever is buffered (bytes that follow the handshake)."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        return rest

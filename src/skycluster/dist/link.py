@@ -1,0 +1,226 @@
+"""One TCP connection to one peer: the handshake first, then the link.
+
+An asyncio Protocol that only moves bytes between the socket and the pure
+cores (:mod:`handshake`, :mod:`frames`); decisions about links belong to the
+:class:`~skycluster.dist.node.Node`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from skycluster.dist import frames
+from skycluster.dist.handshake import (
+    Established,
+    Handshake,
+    HandshakeError,
+    NodeInfo,
+    PeerHello,
+    Refused,
+)
+from skycluster.events import DownReason
+from skycluster.names import NodeName
+
+if TYPE_CHECKING:
+    from skycluster.dist.node import Node
+
+log = logging.getLogger("skycluster.link")
+
+# Link frame types: a frame is a msgpack array whose first item is the type.
+PING = 1  # [PING, seq]            heartbeat; answered with PONG
+PONG = 2  # [PONG, seq]
+PEERS = 3  # [PEERS, [name, ...]]  the sender's visible links (name@host:port)
+GOODBYE = 4  # [GOODBYE, reason]   the sender is about to close: "shutdown" | "disconnect"
+
+
+class LinkRefused(Exception):
+    """The acceptor refused our HELLO (reason in ``reason``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the peer refused the link: {reason}")
+        self.reason = reason
+
+
+class Link(asyncio.Protocol):
+    """A connection being authenticated, then an established link."""
+
+    def __init__(self, node: Node, *, initiator: bool, expect: NodeName | None = None) -> None:
+        self.node = node
+        self.initiator = initiator
+        self.handshake = Handshake(
+            initiator=initiator, me=node.info, cookie=node.cookie, expect=expect
+        )
+        self.peer: NodeInfo | None = None
+        self.peer_address = "?"  # the socket's remote address, for logs
+        self.transport: asyncio.Transport | None = None
+        self.established: asyncio.Future[None] = node.loop.create_future()
+        self.up = False
+        self.since = 0.0
+        self.last_received = time.monotonic()
+        self.last_ping = 0.0
+        self.rtt: float | None = None
+        self.down_reason: DownReason | None = None
+        self.closing = False
+        self._decoder = frames.FrameDecoder(node.settings.max_frame_size)
+        self._ping_seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol -----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        if peername:
+            self.peer_address = f"{peername[0]}:{peername[1]}"
+        self._timer = self.node.loop.call_later(
+            self.node.settings.handshake_timeout, self._handshake_timed_out
+        )
+        self.node.connection_opened(self)
+        if self.initiator:
+            transport.write(self.handshake.initiate())
+
+    def data_received(self, data: bytes) -> None:
+        self.last_received = time.monotonic()
+        try:
+            if self.up:
+                self._link_data(data)
+            elif not self.closing:
+                self._handshake_data(data)
+        except Exception as exc:  # a bug must cost this connection only, never the node
+            log.exception("unexpected error on the connection with %s", self.peer_address)
+            self.node.protocol_error(self, f"internal error: {exc.__class__.__name__}")
+            self.abort()
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.established.done():
+            self.established.set_exception(
+                ConnectionError(f"connection to {self.peer_address} closed during the handshake")
+            )
+            self.established.exception()  # retrieved: a dial may have given up already
+        self.node.connection_closed(self, self.down_reason or DownReason.CONNECTION_CLOSED)
+
+    # -- handshake ------------------------------------------------------------
+
+    def _handshake_data(self, data: bytes) -> None:
+        hs = self.handshake
+        try:
+            events = hs.receive(data)
+        except (HandshakeError, frames.FrameError) as exc:
+            self._write(hs.outgoing())
+            self.reject(str(exc))
+            return
+        self._write(hs.outgoing())
+        for event in events:
+            if isinstance(event, PeerHello):
+                reason = self.node.admit(event.peer)
+                if reason is not None:
+                    self._write(hs.refuse(reason))
+                    self._fail(LinkRefused(reason.value))
+                    self.close()
+                    return
+                self._write(hs.admit())
+            elif isinstance(event, Refused):
+                self._fail(LinkRefused(event.reason))
+                self.close()
+            elif isinstance(event, Established):
+                self._established(event)
+
+    def _established(self, event: Established) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.peer = event.peer
+        if not self.node.link_up(self):
+            self._fail(LinkRefused("alive"))
+            self.close()
+            return
+        self.up = True
+        self.since = time.time()
+        if not self.established.done():
+            self.established.set_result(None)
+        if event.rest:
+            self._link_data(event.rest)
+
+    def _handshake_timed_out(self) -> None:
+        self.reject(f"no handshake within {self.node.settings.handshake_timeout} s")
+
+    def reject(self, why: str) -> None:
+        """Close an unauthenticated connection for a protocol or auth failure."""
+        self.node.handshake_failed(self, why)
+        self._fail(ConnectionError(why))
+        self.abort()
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.established.done():
+            self.established.set_exception(exc)
+            self.established.exception()
+
+    # -- link -----------------------------------------------------------------
+
+    def _link_data(self, data: bytes) -> None:
+        try:
+            for payload in self._decoder.feed(data):
+                self._handle(frames.unpack(payload))
+        except (frames.FrameError, ValueError, TypeError, IndexError) as exc:
+            self.node.protocol_error(self, str(exc))
+            self.abort()
+
+    def _handle(self, frame: Any) -> None:
+        if not isinstance(frame, list) or not frame or not isinstance(frame[0], int):
+            raise ValueError("a link frame must be an array starting with its type")
+        kind = frame[0]
+        if kind == PING:
+            self.send([PONG, frame[1]])
+        elif kind == PONG:
+            if frame[1] == self._ping_seq and self.last_ping:
+                self.rtt = time.monotonic() - self.last_ping
+        elif kind == PEERS:
+            names = frame[1]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError("PEERS must carry a list of names")
+            self.node.peers_received(self, names)
+        elif kind == GOODBYE:
+            reason = frame[1]
+            if reason == "shutdown":
+                self.down_reason = DownReason.SHUTDOWN
+            self.closing = True
+        # Unknown frame types are ignored so that newer peers can add some.
+
+    def send(self, frame: Any) -> None:
+        self._write(frames.encode(frame))
+
+    def ping(self, now: float) -> None:
+        self._ping_seq += 1
+        self.last_ping = now
+        self.send([PING, self._ping_seq])
+
+    def _write(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def goodbye(self, reason: str) -> None:
+        """Tell the peer why we close, then close once the buffer is flushed."""
+        self.send([GOODBYE, reason])
+        self.close()
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def identity(self) -> str | None:
+        return None if self.peer is None else self.peer.name.identity

@@ -1,0 +1,385 @@
+"""The local node: listener, links by peer, heartbeats and the mesh.
+
+Runs entirely on the node's own event loop (see :mod:`skycluster.dist.runtime`),
+so the application can block its own loop without starving heartbeats.
+
+Exactly one link per pair of nodes: when both dial each other at once, the
+connection dialled by the node with the smaller identity wins (the acceptor of
+the other one answers REJECT "simultaneous"); a second link to the same
+incarnation is refused ("alive"); a link from a new incarnation of a known node
+replaces the old one, which is then reported down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from skycluster._tasks import TaskSet
+from skycluster.config import NodeSettings
+from skycluster.dist.handshake import NodeInfo, RejectReason
+from skycluster.dist.link import PEERS, Link, LinkRefused
+from skycluster.errors import NodeUnreachable, StartError
+from skycluster.events import DownReason, EventBus, NodeDown, NodeUp
+from skycluster.names import InvalidNodeName, NodeName, format_address, parse_address
+
+log = logging.getLogger("skycluster.node")
+
+Resolver = Callable[[NodeName], Coroutine[Any, Any, tuple[str, int]]]
+
+
+class Node:
+    def __init__(self, settings: NodeSettings, cookie: bytes, bus: EventBus) -> None:
+        self.settings = settings
+        self.cookie = cookie
+        self.bus = bus
+        self.name = settings.name
+        self.identity = settings.name.identity
+        self.creation = int.from_bytes(os.urandom(8), "big") >> 1
+        self.links: dict[str, Link] = {}
+        self.connections: set[Link] = set()  # every open connection, authenticated or not
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self.stats: dict[str, int] = {}
+        self.resolve: Resolver | None = None  # asks a port mapper; set by the runtime
+        self._dialling: dict[str, asyncio.Task[bool]] = {}
+        self._link_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._server: asyncio.Server | None = None
+        self._tasks = TaskSet(log)
+        self._stopping = False
+        self._failure_logged: dict[str, str] = {}
+        self.port = 0
+        self.info = NodeInfo(
+            self.name, self.creation, settings.hidden, None, dict(settings.metadata)
+        )
+        self.loop = asyncio.get_running_loop()
+        self._server_ssl: ssl.SSLContext | None = None
+        self._client_ssl: ssl.SSLContext | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.settings
+        if settings.tls is not None:
+            self._server_ssl, self._client_ssl = _tls_contexts(settings)
+        try:
+            self._server = await self.loop.create_server(
+                lambda: Link(self, initiator=False),
+                settings.listen_host or None,
+                settings.listen_port,
+                ssl=self._server_ssl,
+                ssl_handshake_timeout=settings.handshake_timeout if self._server_ssl else None,
+                reuse_address=True,
+                backlog=512,
+            )
+        except OSError as exc:
+            where = format_address(settings.listen_host or "0.0.0.0", settings.listen_port)
+            if exc.errno == errno.EADDRINUSE:
+                raise StartError(
+                    f"cannot listen on {where}: the address is already in use; "
+                    "choose another port (--listen HOST:PORT, or the port in the node name) "
+                    "or stop the process that holds it"
+                ) from None
+            raise StartError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.info = NodeInfo(
+            self.name,
+            self.creation,
+            settings.hidden,
+            format_address(self.name.host, self.port),
+            dict(settings.metadata),
+        )
+        self._tasks.spawn(self._heartbeats(), name="heartbeats")
+
+    async def stop(self) -> None:
+        """Say goodbye to every peer, close every connection, end every task."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        await self._tasks.aclose()
+        for link in list(self.connections):
+            if link.up:
+                link.goodbye("shutdown")
+            else:
+                link.abort()
+        self.links.clear()
+        deadline = self.loop.time() + 2.0
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for link in list(self.connections):
+            link.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # -- what the cluster asks ------------------------------------------------
+
+    def nodes(self) -> list[str]:
+        return [ident for ident, link in self.links.items() if link.peer and not link.peer.hidden]
+
+    async def connect(self, target: NodeName | str) -> bool:
+        """Link to a node (no-op when linked); False when it cannot be reached."""
+        name = NodeName.parse(target) if isinstance(target, str) else target
+        ident = name.identity
+        if ident == self.identity or ident in self.links:
+            return True
+        if self._stopping:
+            return False
+        dial = self._dialling.get(ident)
+        if dial is None:
+            dial = self._tasks.spawn(self._dial(name), name=f"dial {ident}")
+            self._dialling[ident] = dial
+            dial.add_done_callback(lambda _: self._dialling.pop(ident, None))
+        return await asyncio.shield(dial)
+
+    def disconnect(self, identity: str) -> bool:
+        link = self.links.pop(identity, None)
+        if link is None:
+            return False
+        link.down_reason = DownReason.DISCONNECT
+        link.goodbye("disconnect")
+        self._publish_down(link, DownReason.DISCONNECT)
+        return True
+
+    # -- dialling -------------------------------------------------------------
+
+    async def _dial(self, name: NodeName) -> bool:
+        ident = name.identity
+        link = Link(self, initiator=True, expect=name)
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout):
+                host, port = await self._address_of(name)
+                await self.loop.create_connection(
+                    lambda: link,
+                    host,
+                    port,
+                    ssl=self._client_ssl,
+                    server_hostname=_sni(self),
+                    ssl_handshake_timeout=self.settings.connect_timeout if self._client_ssl else None,
+                )
+                await link.established
+        except LinkRefused as exc:
+            if exc.reason in (RejectReason.SIMULTANEOUS, RejectReason.ALIVE):
+                return await self._await_link(ident)
+            self._dial_failed(ident, str(exc))
+            return False
+        except (OSError, TimeoutError, NodeUnreachable) as exc:  # ssl.SSLError is an OSError
+            link.abort()
+            if name.port is None:
+                self.addresses.pop(ident, None)  # may have restarted elsewhere: ask again
+            self._dial_failed(ident, _describe(exc))
+            return False
+        self._failure_logged.pop(ident, None)
+        return True
+
+    async def _address_of(self, name: NodeName) -> tuple[str, int]:
+        if name.port is not None:
+            return name.host, name.port
+        known = self.addresses.get(name.identity)
+        if known is not None:
+            return known
+        if self.settings.dist_port is not None:
+            return name.host, self.settings.dist_port
+        if self.resolve is not None:
+            return await self.resolve(name)
+        raise NodeUnreachable(
+            f"no port known for {name.identity}: give one (name@host:port) or set --dist-port"
+        )
+
+    async def _await_link(self, ident: str) -> bool:
+        """The peer's own dial wins a simultaneous connect: wait for it."""
+        if ident in self.links:
+            return True
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._link_waiters.setdefault(ident, []).append(waiter)
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout):
+                await waiter
+        except TimeoutError:
+            return ident in self.links
+        finally:
+            waiters = self._link_waiters.get(ident, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+        return True
+
+    def _dial_failed(self, ident: str, why: str) -> None:
+        self._count("dial_failures")
+        # An unreachable host is retried every few seconds: log a change, not each retry.
+        if self._failure_logged.get(ident) != why:
+            self._failure_logged[ident] = why
+            log.warning("cannot link to %s: %s", ident, why)
+        else:
+            log.debug("still cannot link to %s: %s", ident, why)
+
+    # -- callbacks from links -------------------------------------------------
+
+    def connection_opened(self, link: Link) -> None:
+        if not link.initiator and (
+            self._stopping
+            or sum(1 for c in self.connections if not c.up) >= self.settings.max_handshakes
+        ):
+            self._count("handshakes_refused_busy")
+            log.warning("refusing connection from %s: too many handshakes", link.peer_address)
+            link.abort()
+            return
+        self.connections.add(link)
+
+    def admit(self, peer: NodeInfo) -> RejectReason | None:
+        """Acceptor side: may this (not yet authenticated) peer go on?"""
+        ident = peer.name.identity
+        if self._stopping:
+            return RejectReason.BUSY
+        if ident == self.identity:
+            return RejectReason.NAME
+        existing = self.links.get(ident)
+        if existing is not None and existing.peer and existing.peer.creation == peer.creation:
+            return RejectReason.ALIVE
+        if ident in self._dialling and self.identity < ident:
+            return RejectReason.SIMULTANEOUS  # our own dial wins
+        return None
+
+    def link_up(self, link: Link) -> bool:
+        """An authenticated link; False refuses it (duplicate)."""
+        assert link.peer is not None
+        peer = link.peer
+        ident = peer.name.identity
+        existing = self.links.get(ident)
+        if existing is not None:
+            assert existing.peer is not None
+            if existing.peer.creation == peer.creation:
+                return False
+            # The peer restarted; the old link belongs to a process that is gone.
+            del self.links[ident]
+            existing.abort()
+            self._publish_down(existing, DownReason.CONNECTION_CLOSED)
+        self.links[ident] = link
+        if peer.address:
+            try:
+                self.addresses[ident] = parse_address(peer.address)
+            except ValueError:
+                pass
+        self._count("links_up")
+        if not peer.hidden:
+            log.info("node %s is up (%s)", ident, peer.address or link.peer_address)
+            self.bus.publish(NodeUp(ident, peer.address, peer.metadata))
+        for waiter in self._link_waiters.pop(ident, []):
+            if not waiter.done():
+                waiter.set_result(None)
+        if not self.settings.hidden:
+            link.send([PEERS, self._visible_peers(excluding=ident)])
+        return True
+
+    def connection_closed(self, link: Link, reason: DownReason) -> None:
+        self.connections.discard(link)
+        ident = link.identity
+        if ident is not None and self.links.get(ident) is link:
+            del self.links[ident]
+            self._publish_down(link, reason)
+
+    def peers_received(self, link: Link, names: list[str]) -> None:
+        if self.settings.hidden or not self.settings.full_mesh or not link.peer or link.peer.hidden:
+            return
+        for text in names[:4096]:
+            try:
+                name = NodeName.parse(text)
+            except InvalidNodeName:
+                self._count("bad_peer_names")
+                continue
+            ident = name.identity
+            if ident == self.identity or ident in self.links or ident in self._dialling:
+                continue
+            if self._stopping:
+                return
+            self._tasks.spawn(self.connect(name), name=f"mesh {ident}")
+
+    def handshake_failed(self, link: Link, why: str) -> None:
+        self._count("handshakes_failed")
+        log.warning("handshake with %s failed: %s", link.peer_address, why)
+
+    def protocol_error(self, link: Link, why: str) -> None:
+        self._count("protocol_errors")
+        log.warning("closing link to %s: %s", link.identity or link.peer_address, why)
+
+    # -- heartbeats -----------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        interval = self.settings.heartbeat_interval
+        timeout = self.settings.heartbeat_timeout
+        # Check a few times per interval so that detection stays within interval + timeout.
+        step = min(interval, timeout) / 4
+        while True:
+            await asyncio.sleep(step)
+            now = time.monotonic()
+            for link in list(self.links.values()):
+                if now - link.last_received > timeout:
+                    self._count("heartbeat_timeouts")
+                    log.warning(
+                        "node %s missed heartbeats for %.1f s",
+                        link.identity,
+                        now - link.last_received,
+                    )
+                    link.down_reason = DownReason.HEARTBEAT_TIMEOUT
+                    link.abort()
+                elif now - link.last_ping >= interval:
+                    link.ping(now)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _visible_peers(self, *, excluding: str) -> list[str]:
+        names = []
+        for ident, other in self.links.items():
+            if ident == excluding or other.peer is None or other.peer.hidden:
+                continue
+            address = self.addresses.get(ident)
+            names.append(f"{ident}:{address[1]}" if address else ident)
+        return names
+
+    def _publish_down(self, link: Link, reason: DownReason) -> None:
+        ident = link.identity
+        if ident is None or link.peer is None or link.peer.hidden:
+            return
+        self._count(f"links_down_{reason.value}")
+        log.info("node %s is down: %s", ident, reason.value)
+        self.bus.publish(NodeDown(ident, reason))
+
+    def _count(self, key: str) -> None:
+        self.stats[key] = self.stats.get(key, 0) + 1
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or exc.__class__.__name__
+
+
+def _sni(node: Node) -> str | None:
+    return None if node._client_ssl is None else "skycluster"
+
+
+def _tls_contexts(settings: NodeSettings) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """Mutual TLS: each side presents its certificate and checks the other's
+    against the CA. Identity is still proven by the cookie handshake."""
+    assert settings.tls is not None
+    files = settings.tls
+    try:
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.verify_mode = ssl.CERT_REQUIRED
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname = False  # members are named by node name, not DNS name
+        client.verify_mode = ssl.CERT_REQUIRED
+        for context in (server, client):
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(files.cert, files.key)
+            context.load_verify_locations(files.ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartError(
+            f"cannot load the TLS files (cert {files.cert}, key {files.key}, ca {files.ca}): {exc}"
+        ) from None
+    return server, client

@@ -1,0 +1,122 @@
+"""Keeps this node's name registered with its host's port mapper.
+
+Like Erlang starting ``epmd`` on demand: when no port mapper answers, the node
+serves one itself. When the node hosting it stops or dies, the registration
+connections of the other nodes on the host close; each then registers again,
+and one of them, whichever binds the port first, becomes the new port mapper.
+Discovery keeps working with no operator action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+from dataclasses import dataclass
+
+from skycluster.dist import portmapper
+from skycluster.errors import StartError
+
+log = logging.getLogger("skycluster.registration")
+
+_LOOPBACK_BINDS = ("", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapperSettings:
+    port: int = 4369  # SKYCLUSTER_EPMD_PORT, else ERL_EPMD_PORT, else 4369
+    bind: str = "127.0.0.1"  # where an embedded port mapper listens ("" or 0.0.0.0: everywhere)
+    timeout: float = 2.0  # for one request to the port mapper
+
+    @property
+    def client_host(self) -> str:
+        """Where to register: loopback, unless the port mapper is bound to one address."""
+        return "127.0.0.1" if self.bind in _LOOPBACK_BINDS else self.bind
+
+
+class Registrar:
+    """Registers ``name`` at ``port``; hosts the port mapper when nobody else does."""
+
+    def __init__(self, name: str, port: int, settings: PortMapperSettings, *, hidden: bool) -> None:
+        self.name = name
+        self.port = port
+        self.settings = settings
+        self.hidden = hidden
+        self.server: portmapper.PortMapperServer | None = None
+        self.registration: portmapper.Registration | None = None
+        self.reregistrations = 0
+
+    async def register_first(self) -> None:
+        """The first registration, done before the node reports it started: a name
+        already registered on this host is a start error, not a silent replacement."""
+        try:
+            await self._register()
+        except portmapper.NameTaken:
+            raise StartError(
+                f"a node named {self.name!r} is already registered on this host "
+                f"(port mapper at {self.settings.client_host}:{self.settings.port}); "
+                "stop it or choose another name"
+            ) from None
+
+    async def keep(self) -> None:
+        """Run until cancelled: re-register whenever the registration is lost."""
+        failures = 0
+        while True:
+            if self.registration is not None and not self.registration.closed:
+                await self.registration.wait_lost()
+                log.info("the port mapper went away; registering %s again", self.name)
+                self.reregistrations += 1
+            # Spread the survivors out so that one of them binds the port first.
+            await asyncio.sleep(random.uniform(0.0, 0.2))
+            try:
+                await self._register()
+                failures = 0
+            except (portmapper.PortMapperError, OSError) as exc:
+                failures += 1
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                log.log(level, "cannot register %s with a port mapper: %s", self.name, exc)
+                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+
+    async def _register(self) -> None:
+        host, port = self.settings.client_host, self.settings.port
+        for _ in range(3):
+            try:
+                self.registration = await portmapper.register(
+                    self.name,
+                    self.port,
+                    host=host,
+                    epmd_port=port,
+                    hidden=self.hidden,
+                    timeout=self.settings.timeout,
+                )
+                return
+            except portmapper.PortMapperUnavailable:
+                if not await self._serve():
+                    await asyncio.sleep(random.uniform(0.05, 0.2))
+        raise portmapper.PortMapperUnavailable(
+            f"no port mapper answers at {host}:{port} and none could be started there"
+        )
+
+    async def _serve(self) -> bool:
+        """Become the host's port mapper; False when someone else already listens."""
+        if self.server is not None:
+            return True
+        server = portmapper.PortMapperServer(
+            portmapper.PortMapperConfig(host=self.settings.bind, port=self.settings.port)
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False  # another node won the race: register with it
+            raise
+        self.server = server
+        log.info("serving the port mapper on %s:%s", self.settings.bind, server.port)
+        return True
+
+    async def close(self) -> None:
+        if self.registration is not None:
+            await self.registration.close()
+        if self.server is not None:
+            await self.server.stop()

@@ -1,0 +1,181 @@
+"""A dedicated thread with its own event loop that hosts the node and its strategies.
+
+Heartbeats, handshakes and discovery run here, so an application that blocks
+its own event loop, or runs CPU-bound code, cannot make its node look dead.
+Everything else talks to this loop through thread-safe futures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+from skycluster._tasks import TaskSet
+from skycluster.config import NodeSettings
+from skycluster.dist import portmapper
+from skycluster.dist.node import Node
+from skycluster.dist.registration import PortMapperSettings, Registrar
+from skycluster.errors import NodeUnreachable
+from skycluster.names import NodeName
+from skycluster.events import EventBus
+from skycluster.strategy.base import StrategyContext, Topology
+
+T = TypeVar("T")
+log = logging.getLogger("skycluster.runtime")
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        cookie: bytes,
+        bus: EventBus,
+        topologies: Mapping[str, Topology],
+        *,
+        restart_backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self.settings = settings
+        self._cookie = cookie
+        self._bus = bus
+        self._topologies = dict(topologies)
+        self._backoff = restart_backoff
+        self._thread: threading.Thread | None = None
+        self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._finished: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.node: Node | None = None
+        self.strategy_restarts: dict[str, int] = {}
+        self._stop: asyncio.Event | None = None
+        self.registrar: Registrar | None = None
+
+    def start(self) -> concurrent.futures.Future[None]:
+        """Start the thread; the future completes once the node listens (or failed to)."""
+        name = f"skycluster-node {self.settings.name.identity}"
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+        return self._started
+
+    def stop(self) -> concurrent.futures.Future[None]:
+        """Ask the node to stop; the future completes when the thread is done."""
+        loop, stop = self.loop, self._stop
+        if loop is not None and stop is not None and not self._finished.done():
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:  # loop already closed
+                pass
+        return self._finished
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run a coroutine on the node's loop (from any thread)."""
+        if self.loop is None or self._finished.done():
+            coro.close()
+            raise RuntimeError("the cluster is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, function: Callable[[], T]) -> concurrent.futures.Future[T]:
+        async def run() -> T:
+            return function()
+
+        return self.submit(run())
+
+    # -- the thread -----------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # noqa: BLE001 - reported through the futures
+            if not self._started.done():
+                self._started.set_exception(exc)
+            else:
+                log.exception("the node's event loop failed")
+        finally:
+            if not self._started.done():
+                self._started.set_exception(RuntimeError("the node stopped before it started"))
+            self._finished.set_result(None)
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        node = self.node = Node(self.settings, self._cookie, self._bus)
+        strategies = TaskSet(log)
+        registrar: Registrar | None = None
+        try:
+            await node.start()
+            registrar = await self._register(node)
+        except BaseException as exc:
+            if registrar is not None:
+                await registrar.close()
+            await node.stop()
+            self._started.set_exception(exc)
+            return
+        if registrar is not None:
+            strategies.spawn(registrar.keep(), name="port mapper registration")
+        for name, topology in self._topologies.items():
+            strategies.spawn(self._supervise(node, name, topology), name=f"strategy {name}")
+        self._started.set_result(None)
+        try:
+            await self._stop.wait()
+        finally:
+            await strategies.aclose()
+            if registrar is not None:
+                await registrar.close()
+            await node.stop()
+
+    async def _register(self, node: Node) -> Registrar | None:
+        """Register with the host's port mapper and resolve names through it."""
+        settings = self.settings.port_mapper
+        if settings is None:
+            return None
+        node.resolve = _resolver(settings)
+        if self.settings.hidden:
+            return None  # tools do not advertise themselves
+        registrar = self.registrar = Registrar(
+            self.settings.name.name, node.port, settings, hidden=False
+        )
+        await registrar.register_first()
+        return registrar
+
+    async def _supervise(self, node: Node, name: str, topology: Topology) -> None:
+        """Run a strategy; restart it with exponential backoff when it raises."""
+        ctx = StrategyContext(name, node, topology)
+        initial, maximum = self._backoff
+        delay = initial
+        loop = asyncio.get_running_loop()
+        while True:
+            began = loop.time()
+            try:
+                await topology.strategy.run(ctx)
+                ctx.log.info("strategy %s finished", name)
+                return
+            except Exception:
+                self.strategy_restarts[name] = self.strategy_restarts.get(name, 0) + 1
+                ctx.log.exception("strategy %s crashed; restarting in %.1f s", name, delay)
+            if loop.time() - began > 10 * maximum:
+                delay = initial  # it ran well for a long time: start the backoff afresh
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, maximum)
+
+
+def _resolver(settings: PortMapperSettings) -> Callable[[NodeName], Coroutine[Any, Any, tuple[str, int]]]:
+    async def resolve(name: NodeName) -> tuple[str, int]:
+        try:
+            port = await portmapper.lookup(
+                name.host, name.name, epmd_port=settings.port, timeout=settings.timeout
+            )
+        except (portmapper.PortMapperError, OSError) as exc:
+            raise NodeUnreachable(f"cannot ask {name.host} for {name.identity}'s port: {exc}") from None
+        if port is None:
+            raise NodeUnreachable(
+                f"{name.identity} is not registered with the port mapper on {name.host}"
+            )
+        return name.host, port
+
+    return resolve
