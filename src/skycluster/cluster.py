@@ -86,8 +86,9 @@ class Cluster:
         _positive("connect_timeout", connect_timeout)
         if heartbeat_timeout <= heartbeat_interval:
             raise ConfigError(
-                f"heartbeat_timeout ({heartbeat_timeout}) must be longer than "
-                f"heartbeat_interval ({heartbeat_interval}), or every link would time out"
+                f"{_spelled('heartbeat_timeout')} ({heartbeat_timeout}) must be longer than "
+                f"{_spelled('heartbeat_interval')} ({heartbeat_interval}), "
+                "or every link would time out"
             )
         if dist_port is not None and not 0 < dist_port < 65536:
             raise ConfigError(f"dist_port must be a port from 1 to 65535, got {dist_port!r}")
@@ -427,9 +428,14 @@ def _port_mapper_settings(
     return PortMapperSettings(port=port, bind=bind)
 
 
+def _spelled(key: str) -> str:
+    """An option as the user may have written it: keyword, flag or variable."""
+    return f"{key} (--{key.replace('_', '-')}, {config.ENV_PREFIX}{key.upper()})"
+
+
 def _positive(option: str, value: float) -> None:
     if not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{option} must be a positive number of seconds, got {value!r}")
+        raise ConfigError(f"{_spelled(option)} must be a positive number of seconds, got {value!r}")
 
 
 def _listen_address(name: NodeName, listen: str | None, dist_port: int | None) -> tuple[str, int]:

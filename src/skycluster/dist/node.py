@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from skycluster._ratelimit import RateLimit
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
 from skycluster.dist.handshake import NodeInfo, RejectReason
@@ -30,6 +31,8 @@ from skycluster.events import DownReason, EventBus, NodeDown, NodeUp
 from skycluster.names import InvalidNodeName, NodeName, format_address, parse_address
 
 log = logging.getLogger("skycluster.node")
+
+_MESH_CHECK = 1.0  # seconds between checks that peers know our links and the mesh is whole
 
 Resolver = Callable[[NodeName], Coroutine[Any, Any, tuple[str, int]]]
 
@@ -53,6 +56,12 @@ class Node:
         self._tasks = TaskSet(log)
         self._stopping = False
         self._failure_logged: dict[str, str] = {}
+        self._handshake_warnings = RateLimit()
+        # Names each peer said it is linked to (PEERS), and when to dial each next.
+        self._peer_lists: dict[str, frozenset[str]] = {}
+        self._mesh_names: dict[str, NodeName] = {}
+        self._mesh_retry: dict[str, tuple[float, float]] = {}  # ident -> (next try, backoff)
+        self._last_mesh_check = 0.0
         self.port = 0
         self.info = NodeInfo(
             self.name, self.creation, settings.hidden, None, dict(settings.metadata)
@@ -150,9 +159,11 @@ class Node:
     async def _dial(self, name: NodeName) -> bool:
         ident = name.identity
         link = Link(self, initiator=True, expect=name)
+        where = ident
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
                 host, port = await self._address_of(name)
+                where = f"{ident} at {format_address(host, port)}"
                 await self.loop.create_connection(
                     lambda: link,
                     host,
@@ -165,13 +176,13 @@ class Node:
         except LinkRefused as exc:
             if exc.reason in (RejectReason.SIMULTANEOUS, RejectReason.ALIVE):
                 return await self._await_link(ident)
-            self._dial_failed(ident, str(exc))
+            self._dial_failed(ident, where, str(exc))
             return False
         except (OSError, TimeoutError, NodeUnreachable) as exc:  # ssl.SSLError is an OSError
             link.abort()
             if name.port is None:
                 self.addresses.pop(ident, None)  # may have restarted elsewhere: ask again
-            self._dial_failed(ident, _describe(exc))
+            self._dial_failed(ident, where, _describe(exc))
             return False
         self._failure_logged.pop(ident, None)
         return True
@@ -207,14 +218,14 @@ class Node:
                 waiters.remove(waiter)
         return True
 
-    def _dial_failed(self, ident: str, why: str) -> None:
+    def _dial_failed(self, ident: str, where: str, why: str) -> None:
         self._count("dial_failures")
         # An unreachable host is retried every few seconds: log a change, not each retry.
         if self._failure_logged.get(ident) != why:
             self._failure_logged[ident] = why
-            log.warning("cannot link to %s: %s", ident, why)
+            log.warning("cannot link to %s: %s", where, why)
         else:
-            log.debug("still cannot link to %s: %s", ident, why)
+            log.debug("still cannot link to %s: %s", where, why)
 
     # -- callbacks from links -------------------------------------------------
 
@@ -264,6 +275,7 @@ class Node:
             except ValueError:
                 pass
         self._count("links_up")
+        self._mesh_retry.pop(ident, None)
         if not peer.hidden:
             log.info("node %s is up (%s)", ident, peer.address or link.peer_address)
             self.bus.publish(NodeUp(ident, peer.address, peer.metadata))
@@ -271,7 +283,7 @@ class Node:
             if not waiter.done():
                 waiter.set_result(None)
         if not self.settings.hidden:
-            link.send([PEERS, self._visible_peers(excluding=ident)])
+            self._send_peers(link)
         return True
 
     def connection_closed(self, link: Link, reason: DownReason) -> None:
@@ -279,27 +291,58 @@ class Node:
         ident = link.identity
         if ident is not None and self.links.get(ident) is link:
             del self.links[ident]
+            self._peer_lists.pop(ident, None)
             self._publish_down(link, reason)
 
     def peers_received(self, link: Link, names: list[str]) -> None:
         if self.settings.hidden or not self.settings.full_mesh or not link.peer or link.peer.hidden:
             return
+        listed: set[str] = set()
         for text in names[:4096]:
             try:
                 name = NodeName.parse(text)
             except InvalidNodeName:
                 self._count("bad_peer_names")
                 continue
-            ident = name.identity
-            if ident == self.identity or ident in self.links or ident in self._dialling:
+            if name.identity != self.identity:
+                listed.add(name.identity)
+                self._mesh_names[name.identity] = name
+        assert link.identity is not None
+        self._peer_lists[link.identity] = frozenset(listed)
+        self._complete_mesh(time.monotonic())
+
+    def _complete_mesh(self, now: float) -> None:
+        """Dial every node a peer is linked to and we are not (transitive connect);
+        a failed dial is tried again with backoff while some peer still lists it."""
+        wanted = set().union(*self._peer_lists.values()) if self._peer_lists else set()
+        for ident in list(self._mesh_names):
+            if ident not in wanted:
+                del self._mesh_names[ident]
+                self._mesh_retry.pop(ident, None)
+        for ident in wanted:
+            if ident in self.links or ident in self._dialling or self._stopping:
                 continue
-            if self._stopping:
-                return
-            self._tasks.spawn(self.connect(name), name=f"mesh {ident}")
+            due, backoff = self._mesh_retry.get(ident, (0.0, 0.5))
+            if now < due:
+                continue
+            self._mesh_retry[ident] = (now + backoff, min(backoff * 2, 30.0))
+            self._tasks.spawn(self.connect(self._mesh_names[ident]), name=f"mesh {ident}")
+
+    def _send_peers(self, link: Link) -> None:
+        assert link.identity is not None
+        peers = self._visible_peers(excluding=link.identity)
+        link.sent_peers = frozenset(peers)
+        link.send([PEERS, peers])
 
     def handshake_failed(self, link: Link, why: str) -> None:
         self._count("handshakes_failed")
-        log.warning("handshake with %s failed: %s", link.peer_address, why)
+        claimed = link.handshake.peer.name.identity if link.handshake.peer else None
+        said = f"; it says it is {claimed}" if claimed else ""
+        # A misconfigured peer retries every few seconds: a few lines per cause a minute.
+        host = link.peer_address.rsplit(":", 1)[0]
+        allowed = self._handshake_warnings.allow((host, claimed, why))
+        level = logging.WARNING if allowed else logging.DEBUG
+        log.log(level, "handshake with %s failed: %s%s", link.peer_address, why, said)
 
     def protocol_error(self, link: Link, why: str) -> None:
         self._count("protocol_errors")
@@ -327,6 +370,23 @@ class Node:
                     link.abort()
                 elif now - link.last_ping >= interval:
                     link.ping(now)
+            self._mesh_upkeep(now)
+
+    def _mesh_upkeep(self, now: float) -> None:
+        """Tell peers when our set of links changed, and retry missing mesh links."""
+        if self.settings.hidden:
+            return
+        if now - self._last_mesh_check < _MESH_CHECK:
+            return
+        self._last_mesh_check = now
+        for link in list(self.links.values()):
+            ident = link.identity
+            if ident is not None and link.up and link.sent_peers != frozenset(
+                self._visible_peers(excluding=ident)
+            ):
+                self._send_peers(link)
+        if self.settings.full_mesh:
+            self._complete_mesh(now)
 
     # -- helpers --------------------------------------------------------------
 
