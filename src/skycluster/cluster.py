@@ -34,7 +34,7 @@ from skycluster.events import (
     SyncSubscription,
 )
 from skycluster.names import NodeName, format_address, parse_address
-from skycluster.strategy import Strategy, Topology, strategy_class
+from skycluster.strategy import Strategy, Topology, strategy_class, topology_name
 
 log = logging.getLogger("skycluster")
 
@@ -122,6 +122,12 @@ class Cluster:
         for key, topology in self.topologies.items():
             if not isinstance(topology.strategy, Strategy):
                 raise ConfigError(f"topology {key!r}: {topology.strategy!r} is not a Strategy")
+        initial, maximum = strategy_restart_backoff
+        if not 0 < initial <= maximum:
+            raise ConfigError(
+                "strategy_restart_backoff must be (initial, maximum) seconds with "
+                f"0 < initial <= maximum, got {strategy_restart_backoff!r}"
+            )
         self._restart_backoff = strategy_restart_backoff
         self._bus = EventBus()
         self._runtime: Runtime | None = None
@@ -158,7 +164,8 @@ class Cluster:
 
     async def start(self) -> None:
         """Start the node (it listens when this returns) and its strategies."""
-        self._callbacks = TaskSet(log)
+        if self._callbacks is None:
+            self._callbacks = TaskSet(log)
         await asyncio.wrap_future(self._start_runtime())
 
     def start_blocking(self) -> None:
@@ -192,6 +199,7 @@ class Cluster:
         self._end_subscriptions()
         if self._callbacks is not None:
             await self._callbacks.aclose()
+            self._callbacks = None
         self._runtime = None
 
     def stop_blocking(self) -> None:
@@ -401,7 +409,7 @@ def topologies_from(
             raise ConfigError(
                 f"strategy {part.strip()!r} is missing options ({exc}); its options: {missing}"
             ) from None
-        topologies[part.strip().lower()] = strategy
+        topologies[topology_name(part, cls)] = strategy
     return topologies
 
 

@@ -131,7 +131,7 @@ class Link(asyncio.Protocol):
         self._write(hs.outgoing())
         for event in events:
             if isinstance(event, PeerHello):
-                reason = self.node.admit(event.peer)
+                reason = self.node.admit(event.peer, self)
                 if reason is not None:
                     self._write(hs.refuse(reason))
                     self._fail(LinkRefused(reason.value))

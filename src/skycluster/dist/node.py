@@ -51,6 +51,7 @@ class Node:
         self.stats: dict[str, int] = {}
         self.resolve: Resolver | None = None  # asks a port mapper; set by the runtime
         self._dialling: dict[str, asyncio.Task[bool]] = {}
+        self._accepting: dict[str, Link] = {}  # admitted handshakes not yet finished
         self._link_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._server: asyncio.Server | None = None
         self._tasks = TaskSet(log)
@@ -138,6 +139,8 @@ class Node:
             return True
         if self._stopping:
             return False
+        if ident in self._accepting and await self._await_link(ident):
+            return True  # the peer is dialling us right now: take that link
         dial = self._dialling.get(ident)
         if dial is None:
             dial = self._tasks.spawn(self._dial(name), name=f"dial {ident}")
@@ -202,7 +205,8 @@ class Node:
         )
 
     async def _await_link(self, ident: str) -> bool:
-        """The peer's own dial wins a simultaneous connect: wait for it."""
+        """Wait for the link the peer is dialling (a simultaneous connect it wins, or a
+        handshake we are accepting); woken when that link comes up or its handshake fails."""
         if ident in self.links:
             return True
         waiter: asyncio.Future[None] = self.loop.create_future()
@@ -211,12 +215,17 @@ class Node:
             async with asyncio.timeout(self.settings.connect_timeout):
                 await waiter
         except TimeoutError:
-            return ident in self.links
+            pass
         finally:
             waiters = self._link_waiters.get(ident, [])
             if waiter in waiters:
                 waiters.remove(waiter)
-        return True
+        return ident in self.links
+
+    def _wake_link_waiters(self, ident: str) -> None:
+        for waiter in self._link_waiters.pop(ident, []):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _dial_failed(self, ident: str, where: str, why: str) -> None:
         self._count("dial_failures")
@@ -240,8 +249,16 @@ class Node:
             return
         self.connections.add(link)
 
-    def admit(self, peer: NodeInfo) -> RejectReason | None:
+    def admit(self, peer: NodeInfo, link: Link) -> RejectReason | None:
         """Acceptor side: may this (not yet authenticated) peer go on?"""
+        reason = self._admission(peer)
+        if reason is None:
+            # Until this handshake ends, a connect() to the peer waits for it instead
+            # of dialling a second connection that would cross this one.
+            self._accepting[peer.name.identity] = link
+        return reason
+
+    def _admission(self, peer: NodeInfo) -> RejectReason | None:
         ident = peer.name.identity
         if self._stopping:
             return RejectReason.BUSY
@@ -250,6 +267,10 @@ class Node:
         existing = self.links.get(ident)
         if existing is not None and existing.peer and existing.peer.creation == peer.creation:
             return RejectReason.ALIVE
+        accepting = self._accepting.get(ident)
+        if accepting is not None and accepting.handshake.peer is not None:
+            if accepting.handshake.peer.creation == peer.creation:
+                return RejectReason.ALIVE  # a handshake with this very node is under way
         if ident in self._dialling and self.identity < ident:
             return RejectReason.SIMULTANEOUS  # our own dial wins
         return None
@@ -279,15 +300,19 @@ class Node:
         if not peer.hidden:
             log.info("node %s is up (%s)", ident, peer.address or link.peer_address)
             self.bus.publish(NodeUp(ident, peer.address, peer.metadata))
-        for waiter in self._link_waiters.pop(ident, []):
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._accepting.get(ident) is link:
+            del self._accepting[ident]
+        self._wake_link_waiters(ident)
         if not self.settings.hidden:
             self._send_peers(link)
         return True
 
     def connection_closed(self, link: Link, reason: DownReason) -> None:
         self.connections.discard(link)
+        claimed = link.handshake.peer.name.identity if link.handshake.peer else None
+        if claimed is not None and self._accepting.get(claimed) is link:
+            del self._accepting[claimed]
+            self._wake_link_waiters(claimed)  # that handshake failed: dial instead
         ident = link.identity
         if ident is not None and self.links.get(ident) is link:
             del self.links[ident]
