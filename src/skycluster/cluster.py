@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import logging
 import os
 import time
@@ -430,10 +431,18 @@ def _port_mapper_settings(
     elif not 0 < port < 65536:
         raise ConfigError(f"epmd_port must be a port from 1 to 65535, got {port!r}")
     if bind is None:
-        # An embedded port mapper is reachable where the node is: loopback for a
-        # loopback node, the node's address, or every interface (as epmd does).
-        bind = listen_host or "0.0.0.0"
+        # One port mapper per host, reached over loopback by the nodes of the host:
+        # a node that listens on loopback only keeps it there; any other serves it on
+        # every interface (as epmd does), so that other hosts can ask it.
+        bind = "127.0.0.1" if _is_loopback(listen_host) else "0.0.0.0"
     return PortMapperSettings(port=port, bind=bind)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _spelled(key: str) -> str:
