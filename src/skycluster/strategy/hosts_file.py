@@ -95,10 +95,14 @@ class HostsFile(Strategy):
             raise ConfigError("the hosts strategy needs the port mapper (port_mapper=True)")
         while True:
             hosts = self.read_hosts(ctx)
-            results = await asyncio.gather(*(self._names(ctx, h) for h in hosts))
-            linked = set(ctx.nodes())
-            await ctx.connect(n for found in results for n in found if n.identity not in linked)
+            # Each host's nodes are linked as soon as it answers: a dead host delays nobody.
+            await asyncio.gather(*(self._link_host(ctx, h) for h in hosts))
             await asyncio.sleep(self.polling_interval)
+
+    async def _link_host(self, ctx: StrategyContext, host: str) -> None:
+        found = await self._names(ctx, host)
+        linked = set(ctx.nodes())
+        await ctx.connect(n for n in found if n.identity not in linked)
 
     async def _names(self, ctx: StrategyContext, host: str) -> Iterable[NodeName]:
         settings = ctx.port_mapper
