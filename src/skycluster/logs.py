@@ -91,7 +91,7 @@ class MembershipLog:
         last = self._failing.get(peer)
         where = f"{peer} at {md['address']}" if md.get("address") else peer
         if last is None or last[0] != why:
-            self._failing[peer] = (why, now, 1)
+            self._failing[peer] = (why, now, 1 if last is None else last[2] + 1)
             log.warning("cannot link to %s: %s", where, why, extra=extra)
         elif now - last[1] >= self._remind_after:
             self._failing[peer] = (why, now, last[2] + 1)

@@ -53,11 +53,18 @@
       const a = -Math.PI / 2 + (2 * Math.PI * i) / names.length;
       return [cx + r * Math.cos(a), cy + r * Math.sin(a)];
     });
-    // A full mesh: every member is linked to every other one.
-    for (let i = 0; i < names.length; i++)
-      for (let j = i + 1; j < names.length; j++)
-        svg.append(el("svg:line", { x1: pos[i][0], y1: pos[i][1], x2: pos[j][0], y2: pos[j][1],
-          stroke: i === 0 ? "#93c5fd" : "#d1d5db", "stroke-width": i === 0 ? 2 : 1 }));
+    // Lines: this node's links, and the links each peer reported (its PEERS frame).
+    const index = new Map(names.map((n, i) => [n, i]));
+    const line = (i, j, own) => svg.append(el("svg:line", { x1: pos[i][0], y1: pos[i][1],
+      x2: pos[j][0], y2: pos[j][1], stroke: own ? "#93c5fd" : "#d1d5db", "stroke-width": own ? 2 : 1 }));
+    const drawn = new Set();
+    for (let i = 1; i < names.length; i++) line(0, i, true);
+    for (let i = 1; i < names.length; i++)
+      for (const other of peers.get(names[i]).links || []) {
+        const j = index.get(other);
+        const key = Math.min(i, j) + "-" + Math.max(i, j);
+        if (j !== undefined && j > 0 && j !== i && !drawn.has(key)) { drawn.add(key); line(i, j, false); }
+      }
     names.forEach((name, i) => {
       const g = el("svg:g", { class: i === 0 ? "self" : "peer", "data-node": name });
       g.append(el("svg:circle", { cx: pos[i][0], cy: pos[i][1], r: 16,

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def node_status(node: Node) -> dict[str, Any]:
     """``{"node", "address", "hidden", "metadata", "started", "version", "min_nodes",
     "ready", "peers": [{"node", "address", "since", "rtt", "last_heard", "metadata",
-    "direction"}], "hidden_peers"}``; times are Unix seconds, rtt and last_heard seconds."""
+    "direction", "links"}], "hidden_peers"}``; times are Unix seconds, rtt and last_heard seconds."""
     from skycluster import __version__
 
     now = time.monotonic()
@@ -38,6 +38,8 @@ def node_status(node: Node) -> dict[str, Any]:
                 "last_heard": max(0.0, now - link.last_received),
                 "metadata": dict(peer.metadata),
                 "direction": "out" if link.initiator else "in",
+                # the peers it says it is linked to (its last PEERS frame), when known
+                "links": sorted(node._peer_lists.get(ident, ())),
             }
         )
     return {
