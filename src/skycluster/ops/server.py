@@ -97,6 +97,7 @@ class HttpServer:
         if len(self._writers) >= self.settings.max_connections:
             self._count("http_refused_busy")
             writer.write(response(503, b"too many connections\n"))
+            await _linger(reader, writer)
             writer.transport.close()
             return
         self._writers.add(writer)
@@ -115,11 +116,12 @@ class HttpServer:
             except HttpError as exc:
                 self._count(f"http_rejected_{exc.status}")
                 writer.write(response(exc.status, f"{exc.detail}\n".encode()))
+                await _linger(reader, writer)
                 return
             if request is None:
                 return
             self._count("http_requests")
-            await self._route(request, writer)
+            await self._route(request, reader, writer)
         except (ConnectionError, OSError):
             pass
         finally:
@@ -142,7 +144,9 @@ class HttpServer:
         except TimeoutError:
             raise HttpError(408, "no complete request in time") from None
 
-    async def _route(self, request: Request, writer: asyncio.StreamWriter) -> None:
+    async def _route(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         if request.method not in ("GET", "HEAD"):
             writer.write(response(405, b"GET or HEAD only\n", headers={"Allow": "GET, HEAD"}))
             return
@@ -152,7 +156,7 @@ class HttpServer:
             if head:
                 writer.write(response(200, content_type="text/event-stream", head_only=True))
                 return
-            await self._events(writer)
+            await self._events(reader, writer)
             return
         status, body, kind, extra = self._resource(path)
         writer.write(response(status, body, kind, extra, head_only=head))
@@ -185,7 +189,7 @@ class HttpServer:
 
     # -- /events --------------------------------------------------------------
 
-    async def _events(self, writer: asyncio.StreamWriter) -> None:
+    async def _events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._streams >= self.settings.max_streams:
             self._count("http_events_refused")
             writer.write(response(503, b"too many event streams\n"))
@@ -197,6 +201,8 @@ class HttpServer:
         self._streams += 1
         subscription = AsyncSubscription(self.bus, 256, self.node.loop)
         self.bus.attach(subscription, initial=False)
+        # The client sends nothing more: end of input means it left (close at once).
+        watcher = asyncio.ensure_future(_until_closed(reader, subscription))
         try:
             writer.write(
                 response(200, content_type="text/event-stream", length=False, head_only=True)
@@ -221,6 +227,32 @@ class HttpServer:
         finally:
             self._streams -= 1
             subscription.close()
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def _until_closed(reader: asyncio.StreamReader, subscription: AsyncSubscription) -> None:
+    with contextlib.suppress(Exception):
+        while await reader.read(1024):
+            pass
+    subscription.close()
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Refused mid-request: send our answer, then read (and drop) a bounded amount of
+    what the client still sends, so that closing does not reset the connection
+    before the client has read the answer."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.drain(), 1.0)
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(1.0):
+            discarded = 0
+            while discarded < 256 * 1024:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                discarded += len(data)
 
 
 def _event_record(event: NodeUp | NodeDown) -> tuple[str, dict[str, Any]]:

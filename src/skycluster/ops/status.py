@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 def node_status(node: Node) -> dict[str, Any]:
     """``{"node", "address", "hidden", "metadata", "started", "version", "min_nodes",
     "ready", "peers": [{"node", "address", "since", "rtt", "last_heard", "metadata",
-    "direction", "links"}], "hidden_peers"}``; times are Unix seconds, rtt and last_heard seconds."""
+    "direction", "links"}], "hidden_peers"}``; times are Unix seconds, rtt and
+    last_heard seconds."""
     from skycluster import __version__
 
     now = time.monotonic()
