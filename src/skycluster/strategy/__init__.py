@@ -10,11 +10,13 @@ import inspect
 from skycluster.errors import ConfigError
 from skycluster.strategy.base import Strategy, StrategyContext, Topology
 from skycluster.strategy.epmd import Epmd
+from skycluster.strategy.gossip import Gossip
 from skycluster.strategy.hosts_file import HostsFile
 from skycluster.strategy.local_epmd import LocalEpmd
 
 __all__ = [
     "Epmd",
+    "Gossip",
     "HostsFile",
     "LocalEpmd",
     "Strategy",
@@ -29,6 +31,7 @@ BUILTIN: dict[str, str] = {
     "epmd": "skycluster.strategy.epmd:Epmd",
     "local": "skycluster.strategy.local_epmd:LocalEpmd",
     "hosts": "skycluster.strategy.hosts_file:HostsFile",
+    "gossip": "skycluster.strategy.gossip:Gossip",
 }
 
 # The seed project's LIBCLUSTER_STRATEGY values are Elixir module names.
