@@ -29,6 +29,8 @@ BUILTIN: dict[str, str] = {
     "epmd": "skycluster.strategy.epmd:Epmd",
     "local": "skycluster.strategy.local_epmd:LocalEpmd",
     "hosts": "skycluster.strategy.hosts_file:HostsFile",
+    # Kubernetes API and DNS strategies
+    "kubernetes": "skycluster.strategy.kubernetes:Kubernetes",
 }
 
 # The seed project's LIBCLUSTER_STRATEGY values are Elixir module names.
