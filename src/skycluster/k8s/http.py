@@ -165,10 +165,11 @@ class Response:
             raise HttpError("chunk size line too long") from None
 
     async def close(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(OSError, asyncio.TimeoutError, ssl.SSLError):
-            async with asyncio.timeout(1.0):
-                await self._writer.wait_closed()
+        """Drop the connection (one request per connection: nothing to shut down
+        politely, and a TLS close would wait for a peer that may be busy)."""
+        self._writer.transport.abort()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await self._writer.wait_closed()
 
 
 async def get(
