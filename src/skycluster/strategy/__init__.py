@@ -31,6 +31,9 @@ BUILTIN: dict[str, str] = {
     "hosts": "skycluster.strategy.hosts_file:HostsFile",
     # Kubernetes API and DNS strategies
     "kubernetes": "skycluster.strategy.kubernetes:Kubernetes",
+    "kubernetes-dns": "skycluster.strategy.kubernetes_dns:KubernetesDns",
+    "kubernetes-dnssrv": "skycluster.strategy.kubernetes_dnssrv:KubernetesDnsSrv",
+    "dns": "skycluster.strategy.dns_poll:DnsPoll",
 }
 
 # The seed project's LIBCLUSTER_STRATEGY values are Elixir module names.
