@@ -91,9 +91,12 @@ class _Datagram(asyncio.DatagramProtocol):
             return
         self.answer.set_result(message)
 
+    server = ""
+
     def error_received(self, exc: Exception) -> None:
         if not self.answer.done():
-            self.answer.set_exception(DnsError(f"{getattr(exc, 'strerror', None) or exc}"))
+            why = getattr(exc, "strerror", None) or exc
+            self.answer.set_exception(DnsError(f"cannot reach {self.server}: {why}"))
 
 
 class Resolver:
@@ -141,9 +144,15 @@ class Resolver:
         query_id = secrets.randbelow(65536)
         loop = asyncio.get_running_loop()
         host, port = self.server
+
+        def protocol_factory() -> _Datagram:
+            protocol = _Datagram(query_id, (name, qtype))
+            protocol.server = str(self)
+            return protocol
+
         try:
             transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _Datagram(query_id, (name, qtype)), remote_addr=(host, port)
+                protocol_factory, remote_addr=(host, port)
             )
         except OSError as exc:
             raise DnsError(f"cannot reach {self}: {exc.strerror or exc}") from None
