@@ -14,7 +14,7 @@ from skycluster.k8s.http import Server
 from skycluster.k8s.objects import Peer
 
 
-def slice_of(*endpoints: dict[str, Any]) -> dict[str, Any]:
+def slice_of(*endpoints: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": "s", "labels": {"kubernetes.io/service-name": "svc"}},
         "endpoints": list(endpoints),
