@@ -229,6 +229,10 @@ async def test_410_gone_and_dropped_streams_list_again_and_keep_nodes(api: FakeK
     async with observing(k) as links:
         await links.until(lambda: links.linked == {"app@127.0.0.2"}, "linked")
         await until(lambda: api.watching == 1, "watching")
+        # the stream ends cleanly (its timeoutSeconds): watched again, not listed
+        api.end_watches()
+        await until(lambda: api.count("watch") == 2 and api.watching == 1, "a second watch")
+        assert api.count("list") == 1
         # history compacted and the stream ends: the re-watch gets 410, then a new list
         api.compact()
         api.end_watches()

@@ -9,13 +9,21 @@ import inspect
 
 from skycluster.errors import ConfigError
 from skycluster.strategy.base import Strategy, StrategyContext, Topology
+from skycluster.strategy.dns_poll import DnsPoll
 from skycluster.strategy.epmd import Epmd
 from skycluster.strategy.hosts_file import HostsFile
+from skycluster.strategy.kubernetes import Kubernetes
+from skycluster.strategy.kubernetes_dns import KubernetesDns
+from skycluster.strategy.kubernetes_dnssrv import KubernetesDnsSrv
 from skycluster.strategy.local_epmd import LocalEpmd
 
 __all__ = [
+    "DnsPoll",
     "Epmd",
     "HostsFile",
+    "Kubernetes",
+    "KubernetesDns",
+    "KubernetesDnsSrv",
     "LocalEpmd",
     "Strategy",
     "StrategyContext",
