@@ -5,8 +5,10 @@ on loopback addresses of their own. The records change; the cluster follows."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from dnsmasq import Dnsmasq, dnsmasq_binary
 from loopback_agents import loopback_agent, shared_port
 
 from skycluster.dns import codec
-from skycluster.dns.resolver import DnsError, DnsTimeout, NameNotFound, Resolver
+from skycluster.dns.resolver import BadAnswer, DnsError, DnsTimeout, NameNotFound, Resolver
 
 pytestmark = pytest.mark.skipif(
     dnsmasq_binary() is None,
@@ -171,3 +173,31 @@ def test_resolver_errors(dns: Dnsmasq) -> None:
     dns.stop()
     with pytest.raises(DnsError, match="cannot reach"):
         asyncio.run(ask(dns.server, "nothing.test"))
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (lambda query: query[:2] + b"\x81\x80garbage", BadAnswer),  # our id, then garbage
+        (lambda query: b"\x00\x00" + query[2:], DnsTimeout),  # someone else's id: ignored
+        (lambda query: query[:2] + b"\x81\x83" + query[4:], NameNotFound),  # NXDOMAIN
+    ],
+)
+def test_resolver_survives_garbage_servers(
+    reply: Callable[[bytes], bytes], error: type[Exception]
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(5)
+
+        def answer() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    query, peer = server.recvfrom(512)
+                    server.sendto(reply(query), peer)
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        resolver = Resolver(f"127.0.0.1:{server.getsockname()[1]}", timeout=0.3, attempts=1)
+        with pytest.raises(error):
+            asyncio.run(resolver.query("x.test", codec.A))
