@@ -39,12 +39,51 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _strategy_options() -> list[Option]:
+def _strategy_options(specs: Sequence[str] | None) -> list[Option]:
+    """Flags of the strategies named in ``specs`` (None: of every built-in one).
+    Loading only the selected strategies keeps an agent's start-up lean."""
     seen: dict[str, Option] = {}
-    for name in BUILTIN:
-        for option in strategy_class(name).options:
+    for name in BUILTIN if specs is None else specs:
+        try:
+            cls = strategy_class(name)
+        except ConfigError:
+            continue  # reported with the flag or variable that named it, later
+        for option in cls.options:
             seen.setdefault(option.key, option)
     return list(seen.values())
+
+
+def _selected_strategies(argv: Sequence[str], environ: Mapping[str, str]) -> list[str] | None:
+    """The strategies an ``agent`` command line runs; None when help is asked for."""
+    if "-h" in argv or "--help" in argv or not argv or argv[0] != "agent":
+        return None
+    spec = ""
+    for index, arg in enumerate(argv):
+        if arg == "--strategy" and index + 1 < len(argv):
+            spec = argv[index + 1]
+        elif arg.startswith("--strategy="):
+            spec = arg.partition("=")[2]
+    if not spec:
+        found = config.env_value(environ, ("SKYCLUSTER_STRATEGY", "LIBCLUSTER_STRATEGY"))
+        spec = found[1] if found else ""
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
+def _foreign_flags(extras: Sequence[str]) -> str | None:
+    """Explain flags that belong to a strategy this agent does not run."""
+    owners: dict[str, str] = {}
+    for name in BUILTIN:
+        for option in strategy_class(name).options:
+            owners.setdefault(option.flag, name)
+    for extra in extras:
+        flag = extra.partition("=")[0]
+        if flag in owners or flag.replace("--no-", "--", 1) in owners:
+            owner = owners.get(flag) or owners[flag.replace("--no-", "--", 1)]
+            return (
+                f"{flag} is an option of the {owner} strategy, which this agent does not run; "
+                f"add it with --strategy {owner}"
+            )
+    return None
 
 
 def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option], title: str) -> None:
@@ -76,7 +115,8 @@ def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option], tit
             )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(strategies: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; ``strategies`` limits the agent's strategy flags to those."""
     parser = _Parser(
         prog="skycluster",
         description=DESCRIPTION,
@@ -107,14 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(NodeUp/NodeDown) as they happen. SIGTERM or SIGINT leave gracefully.",
     )
     _add_options(agent, config.NODE_OPTIONS, "node")
-    strategies = agent.add_argument_group("discovery")
-    strategies.add_argument(
+    discovery = agent.add_argument_group("discovery")
+    discovery.add_argument(
         "--strategy",
         metavar="NAME[,NAME]",
         help=f"strategies to run: {', '.join(BUILTIN)} or module:Class "
         "(env SKYCLUSTER_STRATEGY, LIBCLUSTER_STRATEGY)",
     )
-    _add_options(agent, _strategy_options(), "strategy options")
+    _add_options(agent, _strategy_options(strategies), "strategy options")
     output = agent.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -223,8 +263,11 @@ async def _epmd(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_selected_strategies(argv, environ))
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.error(_foreign_flags(extras) or f"unrecognized arguments: {' '.join(extras)}")
     logs.configure(args.log_level, args.log_format)
     try:
         if args.command == "agent":

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 from skycluster._tasks import TaskSet
 from skycluster.events import AsyncSubscription, EventBus, NodeDown, NodeUp
 from skycluster.names import format_address
-from skycluster.ops import prometheus
 from skycluster.ops.http11 import HttpError, Request, RequestParser, response
 from skycluster.ops.status import node_status
 
@@ -175,6 +174,8 @@ class HttpServer:
             return 200, _json(node_status(self.node)), JSON, {}
         if path == "/metrics":
             try:
+                from skycluster.ops import prometheus  # the optional extra, on first scrape
+
                 body, kind = prometheus.exposition(self.metrics, self.node.identity)
             except ImportError:
                 return 501, prometheus.INSTALL_HINT.encode(), "text/plain; charset=utf-8", {}

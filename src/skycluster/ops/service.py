@@ -4,12 +4,15 @@ consumers (metrics, log lines) and, when configured, the HTTP endpoint."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from skycluster.dist.node import Node
 from skycluster.events import EventBus
 from skycluster.logs import MembershipLog
 from skycluster.metrics import Metrics
-from skycluster.ops.server import HttpServer, HttpSettings
+
+if TYPE_CHECKING:
+    from skycluster.ops.server import HttpServer
 
 log = logging.getLogger("skycluster.ops")
 
@@ -21,6 +24,8 @@ class Operations:
         self.log = MembershipLog(node)
         self.http: HttpServer | None = None
         if node.settings.http is not None:
+            from skycluster.ops.server import HttpServer, HttpSettings  # only when asked for
+
             host, port = node.settings.http
             self.http = HttpServer(node, bus, self.metrics, HttpSettings(host=host, port=port))
 

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from typing import TYPE_CHECKING, Any
 
 from skycluster.errors import ConfigError
 from skycluster.strategy.base import Strategy, StrategyContext, Topology
-from skycluster.strategy.dns_poll import DnsPoll
 from skycluster.strategy.epmd import Epmd
-from skycluster.strategy.gossip import Gossip
-from skycluster.strategy.hosts_file import HostsFile
-from skycluster.strategy.kubernetes import Kubernetes
-from skycluster.strategy.kubernetes_dns import KubernetesDns
-from skycluster.strategy.kubernetes_dnssrv import KubernetesDnsSrv
-from skycluster.strategy.local_epmd import LocalEpmd
+
+if TYPE_CHECKING:
+    from skycluster.strategy.dns_poll import DnsPoll
+    from skycluster.strategy.gossip import Gossip
+    from skycluster.strategy.hosts_file import HostsFile
+    from skycluster.strategy.kubernetes import Kubernetes
+    from skycluster.strategy.kubernetes_dns import KubernetesDns
+    from skycluster.strategy.kubernetes_dnssrv import KubernetesDnsSrv
+    from skycluster.strategy.local_epmd import LocalEpmd
 
 __all__ = [
     "DnsPoll",
@@ -62,6 +65,15 @@ SEED_NAMES: dict[str, str] = {
 
 def accepted() -> str:
     return ", ".join(BUILTIN) + ", a seed name such as Cluster.Strategy.Epmd, or module:Class"
+
+
+def __getattr__(name: str) -> Any:
+    """Strategy classes load when first named: a node pays only for what it runs."""
+    for target in BUILTIN.values():
+        module_name, _, class_name = target.partition(":")
+        if class_name == name:
+            return getattr(importlib.import_module(module_name), class_name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def topology_name(spec: str, cls: type[Strategy]) -> str:
