@@ -33,6 +33,7 @@ from skycluster.events import (
     Subscription,
     SyncSubscription,
 )
+from skycluster.messaging.api import Messaging
 from skycluster.names import NodeName, format_address, parse_address
 from skycluster.strategy import Strategy, Topology, strategy_class
 
@@ -42,7 +43,7 @@ S = TypeVar("S", bound=Subscription)
 EventCallback = Callable[[Event], Awaitable[None] | None]
 
 
-class Cluster:
+class Cluster(Messaging):
     """A node that joins a cluster through its topologies and reports membership.
 
     ``name`` is ``name@host`` or ``name@host:port`` (the port is where this
@@ -70,6 +71,8 @@ class Cluster:
         tls_key: str | None = None,
         tls_ca: str | None = None,
         max_frame_size: int = 8 * 1024 * 1024,
+        max_message_size: int = 64 * 1024 * 1024,
+        send_buffer_size: int = 4 * 1024 * 1024,
         port_mapper: bool = True,
         epmd_port: int | None = None,
         epmd_bind: str | None = None,
@@ -108,6 +111,8 @@ class Cluster:
             full_mesh=full_mesh,
             hidden=hidden,
             max_frame_size=max_frame_size,
+            max_message_size=max_message_size,
+            send_buffer_size=send_buffer_size,
             metadata=dict(metadata or {}),
             tls=TLSFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key and tls_ca else None,
             port_mapper=_port_mapper_settings(

@@ -22,6 +22,7 @@ from skycluster.dist.handshake import (
     Refused,
 )
 from skycluster.events import DownReason
+from skycluster.messaging import wire
 from skycluster.names import NodeName
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ PING = 1  # [PING, seq]            heartbeat; answered with PONG
 PONG = 2  # [PONG, seq]
 PEERS = 3  # [PEERS, [name, ...]]  the sender's visible links (name@host:port)
 GOODBYE = 4  # [GOODBYE, reason]   the sender is about to close: "shutdown" | "disconnect"
+# Types 5..9 carry messages; skycluster.messaging.wire describes them.
 
 
 class LinkRefused(Exception):
@@ -64,6 +66,7 @@ class Link(asyncio.Protocol):
         self.rtt: float | None = None
         self.down_reason: DownReason | None = None
         self.closing = False
+        self.reading_paused = False  # held back by a full mailbox; silence is not death
         self._decoder = frames.FrameDecoder(node.settings.max_frame_size)
         self._ping_seq = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -106,6 +109,8 @@ class Link(asyncio.Protocol):
                 ConnectionError(f"connection to {self.peer_address} closed during the handshake")
             )
             self.established.exception()  # retrieved: a dial may have given up already
+        if self.up:
+            self.node.messenger.link_down(self)
         self.node.connection_closed(self, self.down_reason or DownReason.CONNECTION_CLOSED)
 
     # -- handshake ------------------------------------------------------------
@@ -146,6 +151,7 @@ class Link(asyncio.Protocol):
         self.since = time.time()
         if not self.established.done():
             self.established.set_result(None)
+        self.node.messenger.link_up(self)
         if event.rest:
             self._link_data(event.rest)
 
@@ -168,7 +174,11 @@ class Link(asyncio.Protocol):
     def _link_data(self, data: bytes) -> None:
         try:
             for payload in self._decoder.feed(data):
-                self._handle(frames.unpack(payload))
+                kind = wire.frame_kind(payload)
+                if wire.FIRST <= kind <= wire.LAST:
+                    self.node.messenger.frame_received(self, kind, payload)
+                else:
+                    self._handle(frames.unpack(payload))
         except (frames.FrameError, ValueError, TypeError, IndexError) as exc:
             self.node.protocol_error(self, str(exc))
             self.abort()
@@ -205,6 +215,24 @@ class Link(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        self.node.messenger.pause_writing(self)
+
+    def resume_writing(self) -> None:
+        self.node.messenger.resume_writing(self)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self.reading_paused:
+            self.reading_paused = False
+            self.last_received = time.monotonic()
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
 
     def goodbye(self, reason: str) -> None:
         """Tell the peer why we close, then close once the buffer is flushed."""

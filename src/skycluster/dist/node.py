@@ -27,6 +27,7 @@ from skycluster.dist.handshake import NodeInfo, RejectReason
 from skycluster.dist.link import PEERS, Link, LinkRefused
 from skycluster.errors import NodeUnreachable, StartError
 from skycluster.events import DownReason, EventBus, NodeDown, NodeUp
+from skycluster.messaging.messenger import Messenger
 from skycluster.names import InvalidNodeName, NodeName, format_address, parse_address
 
 log = logging.getLogger("skycluster.node")
@@ -60,6 +61,7 @@ class Node:
         self.loop = asyncio.get_running_loop()
         self._server_ssl: ssl.SSLContext | None = None
         self._client_ssl: ssl.SSLContext | None = None
+        self.messenger = Messenger(self)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -99,6 +101,7 @@ class Node:
     async def stop(self) -> None:
         """Say goodbye to every peer, close every connection, end every task."""
         self._stopping = True
+        self.messenger.close()
         if self._server is not None:
             self._server.close()
         await self._tasks.aclose()
@@ -316,6 +319,8 @@ class Node:
             await asyncio.sleep(step)
             now = time.monotonic()
             for link in list(self.links.values()):
+                if link.reading_paused:  # we stopped reading it: its bytes wait for us
+                    link.last_received = now
                 if now - link.last_received > timeout:
                     self._count("heartbeat_timeouts")
                     log.warning(
