@@ -87,7 +87,7 @@ class Channel:
             groups = self.groups
             if key is not None and groups:
                 tail = groups[-1]
-                if tail[1] == key and tail[0] == kind and tail[4] < wire.GROUP_BYTES:
+                if tail[1] == key and tail[0] == kind and tail[4] + size <= wire.GROUP_BYTES:
                     tail[3].append(data)
                     tail[4] += size
                     self.size += size
@@ -161,7 +161,7 @@ class Channel:
                 payload = group[2] + group[3][0]
             else:
                 payload = wire.batch_payload(kind, group[2], group[3])
-            if len(payload) > wire.FRAGMENT_SIZE:
+            if len(payload) > 2 * wire.FRAGMENT_SIZE:
                 self._partial = memoryview(payload)
                 self._offset = 0
                 continue
