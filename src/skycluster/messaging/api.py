@@ -40,9 +40,13 @@ class Messaging:
         raise NotImplementedError
 
     def _messenger(self) -> Messenger:
+        messenger: Messenger | None = self.__dict__.get("_current_messenger")
+        if messenger is not None and not messenger.closed:
+            return messenger
         node = self._require().node
         if node is None:
             raise RuntimeError("the cluster is not started; use 'async with Cluster(...)'")
+        self.__dict__["_current_messenger"] = node.messenger
         return node.messenger
 
     def _identity(self, node: str) -> str:
@@ -71,14 +75,16 @@ class Messaging:
         UnencodableMessage. Delivery is at most once; order per sender and mailbox."""
         messenger = self._messenger()
         data = messenger.encode(message)
+        channel = messenger.by_address.get(node)
+        if channel is not None and channel.offer(wire.SEND, name, b"", data) == QUEUED:
+            return
         ident = self._identity(node)
         if ident == messenger.identity:
             messenger.deliver_local(name, data)
             return
-        channel = messenger.channel(ident)
-        if channel is not None and channel.offer(wire.SEND, name, b"", data) == QUEUED:
-            return
-        await self._offer(messenger, ident, node, wire.SEND, name, data)
+        channel = await self._offer(messenger, ident, node, wire.SEND, name, data)
+        if len(messenger.by_address) < 10_000:
+            messenger.by_address[node] = channel
 
     def send_nowait(self, node: str, name: str, message: Any) -> None:
         """:meth:`send` that never waits: raises BufferFull when the send buffer is

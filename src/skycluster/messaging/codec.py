@@ -64,8 +64,9 @@ def _packer() -> Any:
 
 def encode(message: Any) -> bytes:
     """One message as msgpack bytes (a thread-safe packer per thread)."""
+    packer = getattr(_local, "packer", None) or _packer()
     try:
-        data: bytes = _packer().pack(message)
+        data: bytes = packer.pack(message)
     except UnencodableMessage:
         _local.packer = None  # its buffer may hold half a message
         raise

@@ -34,6 +34,7 @@ from skycluster.errors import (
     NoSuchMailbox,
 )
 from skycluster.messaging import codec, wire
+from skycluster.messaging.codec import encode as _encode
 from skycluster.messaging.inbox import Inbox, Mailbox, Request, TopicSubscription, wake_all
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ WRITE_BUFFER = 1024 * 1024  # the transport's high-water mark
 QUEUED = 0
 FULL = 1
 DOWN = 2
+
+_BATCH_START = {wire.SEND: bytes((0x93, wire.SEND)), wire.PUBLISH: bytes((0x93, wire.PUBLISH))}
 
 Resolver = Callable[[BaseException | None, Any], None]
 
@@ -158,16 +161,22 @@ class Channel:
                 self.size -= group[4]
             kind = group[0]
             if kind == wire.CALL or kind == wire.REPLY:
-                payload = group[2] + group[3][0]
+                head = group[2]
+                parts = [head, group[3][0]]
+                size = group[4] + len(head)
             else:
-                payload = wire.batch_payload(kind, group[2], group[3])
-            if len(payload) > 2 * wire.FRAGMENT_SIZE:
-                self._partial = memoryview(payload)
+                messages = group[3]
+                opening = _BATCH_START[kind]
+                count = wire.array_header(len(messages))
+                parts = [opening, group[2], count, *messages]
+                size = group[4] + len(opening) + len(group[2]) + len(count)
+            if size > 2 * wire.FRAGMENT_SIZE:
+                self._partial = memoryview(b"".join(parts))
                 self._offset = 0
                 continue
-            out.append(header(len(payload)))
-            out.append(payload)
-            budget -= len(payload)
+            out.append(header(size))
+            out.extend(parts)
+            budget -= size
         if out:
             transport.write(b"".join(out))
         if self.async_waiters or self.sync_waiting:
@@ -215,6 +224,7 @@ class Messenger:
         self.send_buffer_size = settings.send_buffer_size
         self.stats = node.stats
         self.channels: dict[str, Channel] = {}
+        self.by_address: dict[str, Channel] = {}  # a name as the application wrote it
         self.mailboxes: dict[str, Mailbox] = {}
         self.topics: dict[str, tuple[TopicSubscription, ...]] = {}
         self.calls: dict[int, tuple[str, Resolver]] = {}
@@ -266,7 +276,7 @@ class Messenger:
     # -- sending (any thread) ---------------------------------------------------
 
     def encode(self, message: Any) -> bytes:
-        data = codec.encode(message)
+        data = _encode(message)
         if len(data) > self.max_message_size:
             raise MessageTooLarge(
                 f"the message is {len(data)} bytes encoded, more than max_message_size "
