@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -55,6 +56,7 @@ async def worker(name: str) -> None:
         sink = cluster.register("sink")
         echo = cluster.register("echo")
         ctl = cluster.register("ctl")
+        cluster.serve("echo_fast", lambda request: request)
 
         async def count_sink() -> None:
             while True:
@@ -135,6 +137,25 @@ async def driver(name: str, workers: list[str], n: int, n10: int, m: int, b: int
             json.dumps(
                 {
                     "result": "rtt",
+                    "count": m,
+                    "median_us": times[m // 2],
+                    "p99_us": times[min(m - 1, m * 99 // 100)],
+                }
+            ),
+            flush=True,
+        )
+
+        print(json.dumps({"phase": "rtt_served"}), flush=True)
+        times = []
+        for i in range(m):
+            began = time.perf_counter_ns()
+            await cluster.call(w1, "echo_fast", i)
+            times.append((time.perf_counter_ns() - began) / 1000)
+        times.sort()
+        print(
+            json.dumps(
+                {
+                    "result": "rtt_served",
                     "count": m,
                     "median_us": times[m // 2],
                     "p99_us": times[min(m - 1, m * 99 // 100)],
@@ -239,7 +260,7 @@ class Proc:
                     if key in obj and (value is None or obj[key] == value):
                         return obj
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.proc.poll() is not None and not self._pending():
+                if remaining <= 0 or (self.proc.poll() is not None and not self._pending()):
                     raise RuntimeError(
                         f"{self.label}: no {key}={value} within {timeout} s (see {self.log.name})"
                     )
@@ -266,10 +287,8 @@ class Proc:
                 os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(5)
             except (subprocess.TimeoutExpired, ProcessLookupError):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 self.proc.wait(5)
         self.log.close()
 
@@ -397,7 +416,10 @@ def run_side(impl: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         sampler = Sampler(drv, receiver)
         results: dict[str, Any] = {}
         try:
-            for label in ("small", "10k", "rtt", "pubsub"):
+            labels = ["small", "10k", "rtt", "pubsub"]
+            if impl == "skycluster":
+                labels.insert(3, "rtt_served")
+            for label in labels:
                 phase = drv.wait("phase", label, args.max_seconds)
                 result = drv.wait("result", label, args.max_seconds)
                 results[label] = result
@@ -438,6 +460,18 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         (
             "round trip p99 (µs)",
             field(sky, "rtt", "p99_us"),
+            field(erl, "rtt", "p99_us"),
+            "{:,.0f}",
+        ),
+        (
+            "round trip to a serve() handler, median (µs)",
+            field(sky, "rtt_served", "median_us"),
+            field(erl, "rtt", "median_us"),
+            "{:,.0f}",
+        ),
+        (
+            "round trip to a serve() handler, p99 (µs)",
+            field(sky, "rtt_served", "p99_us"),
             field(erl, "rtt", "p99_us"),
             "{:,.0f}",
         ),

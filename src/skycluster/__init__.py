@@ -5,6 +5,7 @@ from skycluster.cluster import Cluster
 from skycluster.errors import (
     AlreadyRegistered,
     BufferFull,
+    CallFailed,
     CallTimeout,
     ConfigError,
     MessageTooLarge,
@@ -34,6 +35,7 @@ __all__ = [
     "AlreadyRegistered",
     "AsyncSubscription",
     "BufferFull",
+    "CallFailed",
     "CallTimeout",
     "Cluster",
     "ConfigError",

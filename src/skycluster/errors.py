@@ -51,5 +51,9 @@ class NodeDisconnected(MessagingError, ConnectionError):
     """The link to the node went down before the reply (or the send) got through."""
 
 
+class CallFailed(MessagingError):
+    """The handler that serves the called name (``cluster.serve``) raised."""
+
+
 class AlreadyRegistered(MessagingError, ValueError):
     """A mailbox with that name is registered on this node already."""

@@ -10,6 +10,7 @@ Prints one JSON line {"event": "ready"} once its mailboxes are registered, and
 * ``sink``: counts [tag, seq, ...] messages per tag and checks their order.
 * ``slow``: like sink, but takes a pause every 100 messages (a slow receiver),
   with a small mailbox (maxsize 100).
+* ``double`` (served on the node's thread): answers x * 2; ``boom`` raises.
 * ``hang``: takes calls and never answers. ``die``: exits at once on a call.
 * ``ctl``: calls that drive the peer: {"op": "stats"}, {"op": "subscribe",
   "topic", "count"}, {"op": "stream", "to", "box", "count"}.
@@ -158,6 +159,12 @@ async def main() -> None:
         for name, handle in handlers.items():
             tasks.append(asyncio.create_task(consume(cluster.register(name), handle)))
         tasks.append(asyncio.create_task(consume(slow_box, slow)))
+
+        def boom(request: Any) -> Any:
+            raise ValueError("boom")
+
+        cluster.serve("double", lambda request: request * 2)
+        cluster.serve("boom", boom)
         emit(event="ready", name=cluster.name, address=cluster.address)
         await asyncio.Event().wait()
 

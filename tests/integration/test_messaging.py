@@ -233,6 +233,24 @@ async def test_call_and_every_failure(start_peer: Callable[..., Peer]) -> None:
 
 
 @async_test
+async def test_served_handlers(start_peer: Callable[..., Peer]) -> None:
+    peer = start_peer("server")
+    async with local_cluster() as cluster:
+        assert await cluster.call(peer.name, "double", 21) == 42
+        assert await cluster.call(peer.name, "double", "ab") == "abab"
+        with pytest.raises(skycluster.CallFailed, match="boom"):
+            await cluster.call(peer.name, "boom", 1)
+        assert await cluster.call(peer.name, "double", 1) == 2  # still linked
+        stop = cluster.serve("triple", lambda x: x * 3)
+        assert await cluster.call(cluster.name, "triple", 2) == 6
+        with pytest.raises(skycluster.AlreadyRegistered):
+            cluster.register("triple")
+        stop()
+        with pytest.raises(NoSuchMailbox):
+            await cluster.call(cluster.name, "triple", 2)
+
+
+@async_test
 async def test_call_to_own_node() -> None:
     async with local_cluster() as cluster:
         box = cluster.register("double")

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from skycluster.errors import (
@@ -65,6 +66,15 @@ class Messaging:
         ``async for message in mailbox`` or ``mailbox.receive(timeout)``;
         ``mailbox.close()`` unregisters it. Raises AlreadyRegistered."""
         return self._messenger().register(name, maxsize)
+
+    def serve(self, name: str, handler: Callable[[Any], Any]) -> Callable[[], None]:
+        """Answer calls to ``name`` with ``handler(request)``, run on the node's own
+        thread as frames arrive (no hop to the application's loop: the quickest
+        round trip). Plain messages sent to ``name`` are passed to it too. The
+        handler must be quick and never block: heartbeats wait while it runs. A
+        handler that raises gives the caller CallFailed. Returns a function that
+        stops serving."""
+        return self._messenger().serve(name, handler)
 
     # -- send -------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from skycluster.dist import frames
 from skycluster.errors import (
     AlreadyRegistered,
+    CallFailed,
     MessageTooLarge,
     NodeDisconnected,
     NoSuchMailbox,
@@ -102,7 +103,10 @@ class Channel:
             if self.flush_pending:
                 return QUEUED
             self.flush_pending = True
-        self.loop.call_soon_threadsafe(self.flush)
+        if threading.get_ident() == self.messenger.loop_thread:
+            self.loop.call_soon(self.flush)
+        else:
+            self.loop.call_soon_threadsafe(self.flush)
         return QUEUED
 
     def add_waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
@@ -226,6 +230,8 @@ class Messenger:
         self.channels: dict[str, Channel] = {}
         self.by_address: dict[str, Channel] = {}  # a name as the application wrote it
         self.mailboxes: dict[str, Mailbox] = {}
+        self.handlers: dict[str, Callable[[Any], Any]] = {}
+        self.loop_thread = threading.get_ident()
         self.topics: dict[str, tuple[TopicSubscription, ...]] = {}
         self.calls: dict[int, tuple[str, Resolver]] = {}
         self.refs = itertools.count(1)
@@ -244,10 +250,27 @@ class Messenger:
         with self._lock:
             if self.closed:
                 raise RuntimeError("the cluster is stopping")
-            if name in self.mailboxes:
+            if name in self.mailboxes or name in self.handlers:
                 raise AlreadyRegistered(f"a mailbox named {name!r} is registered already")
             box = self.mailboxes[name] = Mailbox(self, name, maxsize)
         return box
+
+    def serve(self, name: str, handler: Callable[[Any], Any]) -> Callable[[], None]:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a mailbox name is a non-empty str, got {name!r}")
+        with self._lock:
+            if self.closed:
+                raise RuntimeError("the cluster is stopping")
+            if name in self.mailboxes or name in self.handlers:
+                raise AlreadyRegistered(f"a mailbox named {name!r} is registered already")
+            self.handlers[name] = handler
+
+        def stop() -> None:
+            with self._lock:
+                if self.handlers.get(name) is handler:
+                    del self.handlers[name]
+
+        return stop
 
     def unregister(self, box: Mailbox) -> None:
         with self._lock:
@@ -295,6 +318,9 @@ class Messenger:
 
     def deliver_local(self, name: str, data: bytes) -> None:
         box = self.mailboxes.get(name)
+        if box is None and name in self.handlers:
+            self._handle(name, self._decode_message(data))
+            return
         if box is None:
             raise NoSuchMailbox(f"no mailbox named {name!r} on {self.identity}")
         box.put_many([self._decode_message(data)])
@@ -314,6 +340,13 @@ class Messenger:
 
     def call_local(self, name: str, data: bytes, resolve: Resolver) -> None:
         box = self.mailboxes.get(name)
+        handler = self.handlers.get(name)
+        if box is None and handler is not None:
+            try:
+                resolve(None, codec.copy(handler(self._decode_message(data))))
+            except Exception as exc:
+                resolve(CallFailed(f"the handler of {name!r} raised {exc!r}"), None)
+            return
         if box is None:
             resolve(NoSuchMailbox(f"no mailbox named {name!r} on {self.identity}"), None)
             return
@@ -448,6 +481,10 @@ class Messenger:
             if decoder.failed is not None:
                 messages = self._good(link, messages, decoder.failed)
             box = self.mailboxes.get(key)
+            if box is None and key in self.handlers:
+                for message in messages:
+                    self._handle(key, message)
+                return
             if box is None:
                 self.count("messages_to_unknown_mailbox", len(messages))
                 self._log_once(
@@ -471,7 +508,18 @@ class Messenger:
                 return
             box = self.mailboxes.get(key)
             if box is None:
-                self.answer(ident, ref, wire.NO_MAILBOX, key)
+                handler = self.handlers.get(key)
+                if handler is None:
+                    self.answer(ident, ref, wire.NO_MAILBOX, key)
+                    return
+                try:
+                    result = handler(request)
+                except Exception as exc:
+                    self.count("handler_errors")
+                    log.exception("the handler of %r raised", key)
+                    self.answer(ident, ref, wire.FAILED, f"the handler of {key!r} raised {exc!r}")
+                    return
+                self.answer(ident, ref, wire.OK, result)
                 return
             if box.put_many([Request(request, ident, self._replier(ident, ref))]):
                 self._hold(link, box)
@@ -487,8 +535,20 @@ class Messenger:
                 resolve(None, value)
             elif status == wire.NO_MAILBOX:
                 resolve(NoSuchMailbox(f"no mailbox named {value!r} on {entry[0]}"), None)
+            elif status == wire.FAILED:
+                resolve(CallFailed(f"{entry[0]}: {value}"), None)
             else:
                 resolve(codec_error(f"{entry[0]} could not take the request: {value}"), None)
+
+    def _handle(self, name: str, message: Any) -> None:
+        handler = self.handlers.get(name)
+        if handler is None:
+            return
+        try:
+            handler(message)
+        except Exception:
+            self.count("handler_errors")
+            log.exception("the handler of %r raised", name)
 
     def _replier(self, ident: str, ref: int) -> Callable[[Any], None]:
         def reply(value: Any) -> None:

@@ -4,7 +4,8 @@ Types 5-9 of the link frame table in ``docs/protocol.md``::
 
     [5, mailbox, [message, ...]]   SEND      messages for one mailbox, in order
     [6, mailbox, ref, request]     CALL      a request; the answer is a REPLY with ``ref``
-    [7, ref, status, value]        REPLY     status 0 ok, 1 no such mailbox, 2 bad request
+    [7, ref, status, value]        REPLY     status 0 ok, 1 no such mailbox, 2 bad request,
+                                             3 the handler raised
     [8, topic, [message, ...]]     PUBLISH   a broadcast, fanned out on the receiving node
     [9, more, chunk]               FRAGMENT  a piece of a frame too large to send at once
 
@@ -28,6 +29,7 @@ LAST = FRAGMENT
 OK = 0
 NO_MAILBOX = 1
 BAD_REQUEST = 2
+FAILED = 3  # the handler given to serve() raised; value: its description
 
 FRAGMENT_SIZE = 64 * 1024  # a larger frame goes out in pieces of this size
 GROUP_BYTES = 64 * 1024  # messages batched into one SEND/PUBLISH frame, roughly
