@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,10 @@ class Link(asyncio.Protocol):
         self.down_reason: DownReason | None = None
         self.closing = False
         self.reading_paused = False  # held back by a full mailbox; silence is not death
+        # Writes hold this lock: an application thread may write a small frame
+        # straight to the socket (fd) when the link is idle (see messaging.messenger).
+        self.write_lock = threading.Lock()
+        self.fd: int | None = None
         self._decoder = frames.FrameDecoder(node.settings.max_frame_size)
         self._ping_seq = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -102,6 +107,8 @@ class Link(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        with self.write_lock:
+            self.fd = None  # before asyncio closes the socket: nobody writes to a reused fd
         if self._timer is not None:
             self._timer.cancel()
         if not self.established.done():
@@ -214,7 +221,8 @@ class Link(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+            with self.write_lock:
+                self.transport.write(data)
 
     def pause_writing(self) -> None:
         self.node.messenger.pause_writing(self)
