@@ -32,6 +32,7 @@ from skycluster import (
     NoSuchMailbox,
     UnencodableMessage,
 )
+from skycluster.messaging.messenger import READ_SIZE
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "messaging-test-cookie"
@@ -410,8 +411,12 @@ async def test_size_limits_and_undecodable_messages(start_peer: Callable[..., Pe
         await cluster.send(peer.name, "sink", ["t", 1, Point(3)])  # undecodable there
         await cluster.send(peer.name, "sink", ["t", 1, Point(4)])
         await cluster.send(peer.name, "sink", ["t", 1, b"still linked"])
-        async with asyncio.timeout(10):
-            result = await stats(cluster, peer)
+
+        async def both_in() -> bool:
+            return bool((await stats(cluster, peer))["sinks"]["sink"]["count"] >= 2)
+
+        await until(both_in, what="the two good messages")
+        result = await stats(cluster, peer)
         assert result["sinks"]["sink"]["count"] == 2
         assert result["sinks"]["sink"]["out_of_order"] == 0
         assert result["counters"]["messages_too_large"] == 1
@@ -448,8 +453,9 @@ async def test_slow_receiver_bounds_memory(start_peer: Callable[..., Peer]) -> N
         await until(done, within=40, what="the slow receiver catching up")
         slow = (await stats(cluster, peer))["sinks"]["slow"]
         assert slow["last"]["slow"] == count - 1 and slow["out_of_order"] == 0
-        # its mailbox (maxsize 100) held the link back instead of growing
-        assert slow["max_queued"] <= 100 + 100
+        # its mailbox (maxsize 100) held the link back instead of growing; the
+        # bound is soft by what one read from the socket holds
+        assert slow["max_queued"] <= 100 + READ_SIZE // len(payload) + 20
         assert (await stats(cluster, peer))["counters"].get("links_held_back", 0) > 0
         assert await downs(events) == []
 

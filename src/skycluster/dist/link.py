@@ -179,16 +179,19 @@ class Link(asyncio.Protocol):
     # -- link -----------------------------------------------------------------
 
     def _link_data(self, data: bytes) -> None:
+        messenger = self.node.messenger
         try:
             for payload in self._decoder.feed(data):
                 kind = wire.frame_kind(payload)
                 if wire.FIRST <= kind <= wire.LAST:
-                    self.node.messenger.frame_received(self, kind, payload)
+                    messenger.frame_received(self, kind, payload)
                 else:
                     self._handle(frames.unpack(payload))
         except (frames.FrameError, ValueError, TypeError, IndexError) as exc:
             self.node.protocol_error(self, str(exc))
             self.abort()
+        finally:
+            messenger.received()
 
     def _handle(self, frame: Any) -> None:
         if not isinstance(frame, list) or not frame or not isinstance(frame[0], int):

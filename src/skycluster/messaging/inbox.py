@@ -9,8 +9,8 @@ message.
 Each inbox holds up to ``maxsize`` messages from the network; past that, the
 link that delivers them stops reading until the inbox is half empty, so a slow
 receiver holds up its senders (their bounded send buffers fill, then ``send``
-waits) instead of growing memory. The bound is soft by one frame (a frame
-already read is delivered whole), and local deliveries are not held back.
+waits) instead of growing memory. The bound is soft by one read from the
+socket (what was read is delivered), and local deliveries are not held back.
 """
 
 from __future__ import annotations
@@ -110,13 +110,18 @@ class Inbox:
 
     # -- the node's side ------------------------------------------------------
 
-    def put_many(self, items: list[Any]) -> bool:
-        """Append messages (any thread); True when the inbox is now over ``maxsize``."""
+    def put_many(self, items: list[Any], wake: set[Inbox] | None = None) -> bool:
+        """Append messages (any thread); True when the inbox is now over ``maxsize``.
+        With ``wake``, a waiting getter is not woken now: the inbox is added to the
+        set, for the node to wake everyone once per read from the socket."""
         if self._closed:
             return False
         self._items.extend(items)
         if self._async_waiters or self._sync_waiting:
-            self._wake()
+            if wake is None:
+                self._wake()
+            else:
+                wake.add(self)
         return len(self._items) > self.maxsize
 
     def _wake(self) -> None:

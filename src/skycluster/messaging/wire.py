@@ -32,7 +32,7 @@ BAD_REQUEST = 2
 FAILED = 3  # the handler given to serve() raised; value: its description
 
 FRAGMENT_SIZE = 64 * 1024  # a larger frame goes out in pieces of this size
-GROUP_BYTES = 64 * 1024  # messages batched into one SEND/PUBLISH frame, roughly
+GROUP_BYTES = 120 * 1024  # messages batched into one SEND/PUBLISH frame, at most
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
