@@ -444,8 +444,8 @@ async def test_slow_receiver_bounds_memory(start_peer: Callable[..., Peer]) -> N
             peak = max(peak, channel.size)
         assert peak <= limit + len(payload) + 64
         with pytest.raises(skycluster.BufferFull):
-            for _ in range(10_000):
-                cluster.send_nowait(peer.name, "slow", ["other", 0, payload])
+            for seq in range(10_000):
+                cluster.send_nowait(peer.name, "slow", ["other", seq, payload])
 
         async def done() -> bool:
             return bool((await stats(cluster, peer))["sinks"]["slow"]["count"] >= count)
