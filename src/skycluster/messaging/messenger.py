@@ -112,11 +112,13 @@ class Channel:
             self.flush_pending = True
             on_loop = threading.get_ident() == self.messenger.loop_thread
             direct = False
-            if not on_loop and size <= wire.GROUP_BYTES and self.link.fd is not None:
+            if size <= wire.GROUP_BYTES and (
+                self.link.fd is not None if not on_loop else not self.paused
+            ):
                 now = time.monotonic()
                 if now - self._last_direct >= DIRECT_IDLE:
-                    # An idle link: write this frame now, from this thread, rather
-                    # than wake the node's loop (a round trip saves a thread hop).
+                    # An idle link: write this frame now rather than wake (or wait
+                    # for) the node's loop: a round trip saves a thread hop.
                     self._last_direct = now
                     direct = self._direct_busy = True
                     link = self.link
@@ -125,7 +127,7 @@ class Channel:
                 self.size += size
         if direct:
             self.messenger.count("direct_writes")
-            self._write_direct(link, kind, head, data)
+            self._write_direct(link, kind, head, data, on_loop)
             return QUEUED
         if on_loop:
             self.loop.call_soon(self.flush)
@@ -133,7 +135,7 @@ class Channel:
             self.loop.call_soon_threadsafe(self.flush)
         return QUEUED
 
-    def _write_direct(self, link: Link, kind: int, head: bytes, data: bytes) -> None:
+    def _write_direct(self, link: Link, kind: int, head: bytes, data: bytes, on_loop: bool) -> None:
         if kind == wire.CALL or kind == wire.REPLY:
             payload = head + data
         else:
@@ -143,7 +145,11 @@ class Channel:
         transport = link.transport
         with link.write_lock:
             fd = link.fd
-            if (
+            if on_loop:
+                if transport is not None and not transport.is_closing():
+                    transport.write(frame)  # the node's own thread: the transport is ours
+                written = len(frame)
+            elif (
                 fd is not None
                 and transport is not None
                 and not transport.is_closing()
@@ -253,7 +259,9 @@ class Channel:
 
     def wake_senders(self) -> None:
         with self.lock:
-            if self.size >= self.limit and self.link is not None:
+            # Wake waiting senders once the buffer is half empty, not at the first
+            # byte of room: fewer wake-ups, each with room for many messages.
+            if self.size > self.limit // 2 and self.link is not None:
                 return
             waiters, self.async_waiters = self.async_waiters, []
             if self.sync_waiting:
