@@ -201,6 +201,90 @@ async def driver(name: str, workers: list[str], n: int, n10: int, m: int, b: int
         )
 
 
+# -- reference: bare asyncio sockets, one write per frame -----------------------
+
+
+class _RawSink(asyncio.Protocol):
+    """Counts 4-byte-length frames; b"D" back when told how many to expect;
+    in echo mode sends every frame back."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.buffer = bytearray()
+        self.mode = b""
+        self.expect = 0
+        self.count = 0
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        if not self.mode:
+            if len(buf) < 5:
+                return
+            self.mode = bytes(buf[:1])
+            self.expect = int.from_bytes(buf[1:5], "big")
+            del buf[:5]
+        start = 0
+        while len(buf) - start >= 4:
+            size = int.from_bytes(buf[start : start + 4], "big")
+            if len(buf) - start - 4 < size:
+                break
+            if self.mode == b"P":
+                self.transport.write(bytes(buf[start : start + 4 + size]))
+            start += 4 + size
+            self.count += 1
+        del buf[:start]
+        if self.mode == b"S" and self.count >= self.expect:
+            self.transport.write(b"D")
+
+
+async def raw_server() -> None:
+    server = await asyncio.get_running_loop().create_server(_RawSink, HOST, 0)
+    print(json.dumps({"event": "ready", "port": server.sockets[0].getsockname()[1]}), flush=True)
+    await asyncio.Event().wait()
+
+
+async def raw_client(port: int, n: int, m: int) -> None:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(b"S" + n.to_bytes(4, "big"))
+    payload = b"x" * 100
+    print(json.dumps({"phase": "small"}), flush=True)
+    began = time.perf_counter()
+    for seq in range(n):
+        body = seq.to_bytes(4, "big") + payload
+        writer.write(len(body).to_bytes(4, "big") + body)
+        if seq % 1000 == 0:
+            await writer.drain()
+    await reader.readexactly(1)
+    seconds = time.perf_counter() - began
+    print(json.dumps({"result": "small", "count": n, "seconds": seconds}), flush=True)
+    writer.close()
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(b"P" + m.to_bytes(4, "big"))
+    print(json.dumps({"phase": "rtt"}), flush=True)
+    times = []
+    for seq in range(m):
+        body = seq.to_bytes(4, "big")
+        began_ns = time.perf_counter_ns()
+        writer.write(len(body).to_bytes(4, "big") + body)
+        await reader.readexactly(8)
+        times.append((time.perf_counter_ns() - began_ns) / 1000)
+    times.sort()
+    print(
+        json.dumps(
+            {
+                "result": "rtt",
+                "count": m,
+                "median_us": times[m // 2],
+                "p99_us": times[min(m - 1, m * 99 // 100)],
+            }
+        ),
+        flush=True,
+    )
+    writer.close()
+
+
 # -- the controller --------------------------------------------------------------
 
 
@@ -329,6 +413,25 @@ def run_side(impl: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
     procs: list[Proc] = []
     env = dict(os.environ)
     try:
+        if impl == "asyncio":
+            server = Proc(
+                "rawserver",
+                [sys.executable, __file__, "rawserver"],
+                env,
+                workdir / "raw-server.log",
+            )
+            procs.append(server)
+            port = server.wait("event", "ready", 30)["port"]
+            client = Proc(
+                "rawclient",
+                [sys.executable, __file__, "rawclient", str(port), str(args.small), str(args.rtt)],
+                env,
+                workdir / "raw-client.log",
+            )
+            procs.append(client)
+            return {
+                label: client.wait("result", label, args.max_seconds) for label in ("small", "rtt")
+            }
         if impl == "erlang":
             erl, erlc, epmd = shutil.which("erl"), shutil.which("erlc"), shutil.which("epmd")
             if not (erl and erlc and epmd):
@@ -435,6 +538,7 @@ def run_side(impl: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     sky, erl = results.get("skycluster", {}), results.get("erlang", {})
+    raw = results.get("asyncio", {})
 
     def rate(side: dict[str, Any], key: str) -> float | None:
         r = side.get(key)
@@ -493,12 +597,22 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                     "{:,.1f}",
                 )
             )
-    out = ["| figure | skycluster | Erlang | ratio |", "| --- | ---: | ---: | ---: |"]
+    reference = {
+        rows[0][0]: rate(raw, "small"),
+        rows[2][0]: field(raw, "rtt", "median_us"),
+        rows[3][0]: field(raw, "rtt", "p99_us"),
+    }
+    out = [
+        "| figure | skycluster | Erlang | ratio | bare asyncio socket |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for label, a, b, fmt in rows:
         ratio = f"{a / b:.2f}" if a is not None and b else "-"
+        ref = reference.get(label)
         out.append(
             f"| {label} | {fmt.format(a) if a is not None else '-'} | "
-            f"{fmt.format(b) if b is not None else '-'} | {ratio} |"
+            f"{fmt.format(b) if b is not None else '-'} | {ratio} | "
+            f"{fmt.format(ref) if ref is not None else ''} |"
         )
     return "\n".join(out)
 
@@ -506,6 +620,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         asyncio.run(worker(sys.argv[2]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "rawserver":
+        asyncio.run(raw_server())
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "rawclient":
+        asyncio.run(raw_client(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "driver":
         name, workers, n, n10, m, b = sys.argv[2:8]
@@ -516,7 +636,7 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=100_000, help="10 KiB messages")
     parser.add_argument("--rtt", type=int, default=20_000, help="round trips")
     parser.add_argument("--broadcasts", type=int, default=1000)
-    parser.add_argument("--impls", default="skycluster,erlang")
+    parser.add_argument("--impls", default="skycluster,erlang,asyncio")
     parser.add_argument("--max-seconds", type=float, default=600)
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
