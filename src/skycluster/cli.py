@@ -60,6 +60,14 @@ def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option], tit
                 default=None,
                 help=f"{option.help} (env {env})",
             )
+        elif option.multiple:
+            group.add_argument(
+                option.flag,
+                dest=option.key,
+                action="append",
+                metavar=option.metavar or option.key.upper(),
+                help=f"{option.help} (env {env}, comma separated)",
+            )
         else:
             group.add_argument(
                 option.flag,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import logging
 import os
 import time
@@ -35,7 +36,7 @@ from skycluster.events import (
 )
 from skycluster.messaging.api import Messaging
 from skycluster.names import NodeName, format_address, parse_address
-from skycluster.strategy import Strategy, Topology, strategy_class
+from skycluster.strategy import Strategy, Topology, strategy_class, topology_name
 
 log = logging.getLogger("skycluster")
 
@@ -89,8 +90,9 @@ class Cluster(Messaging):
         _positive("connect_timeout", connect_timeout)
         if heartbeat_timeout <= heartbeat_interval:
             raise ConfigError(
-                f"heartbeat_timeout ({heartbeat_timeout}) must be longer than "
-                f"heartbeat_interval ({heartbeat_interval}), or every link would time out"
+                f"{_spelled('heartbeat_timeout')} ({heartbeat_timeout}) must be longer than "
+                f"{_spelled('heartbeat_interval')} ({heartbeat_interval}), "
+                "or every link would time out"
             )
         if dist_port is not None and not 0 < dist_port < 65536:
             raise ConfigError(f"dist_port must be a port from 1 to 65535, got {dist_port!r}")
@@ -126,6 +128,12 @@ class Cluster(Messaging):
         for key, topology in self.topologies.items():
             if not isinstance(topology.strategy, Strategy):
                 raise ConfigError(f"topology {key!r}: {topology.strategy!r} is not a Strategy")
+        initial, maximum = strategy_restart_backoff
+        if not 0 < initial <= maximum:
+            raise ConfigError(
+                "strategy_restart_backoff must be (initial, maximum) seconds with "
+                f"0 < initial <= maximum, got {strategy_restart_backoff!r}"
+            )
         self._restart_backoff = strategy_restart_backoff
         self._bus = EventBus()
         self._runtime: Runtime | None = None
@@ -162,7 +170,8 @@ class Cluster(Messaging):
 
     async def start(self) -> None:
         """Start the node (it listens when this returns) and its strategies."""
-        self._callbacks = TaskSet(log)
+        if self._callbacks is None:
+            self._callbacks = TaskSet(log)
         await asyncio.wrap_future(self._start_runtime())
 
     def start_blocking(self) -> None:
@@ -196,6 +205,7 @@ class Cluster(Messaging):
         self._end_subscriptions()
         if self._callbacks is not None:
             await self._callbacks.aclose()
+            self._callbacks = None
         self._runtime = None
 
     def stop_blocking(self) -> None:
@@ -405,7 +415,7 @@ def topologies_from(
             raise ConfigError(
                 f"strategy {part.strip()!r} is missing options ({exc}); its options: {missing}"
             ) from None
-        topologies[part.strip().lower()] = strategy
+        topologies[topology_name(part, cls)] = strategy
     return topologies
 
 
@@ -426,15 +436,28 @@ def _port_mapper_settings(
     elif not 0 < port < 65536:
         raise ConfigError(f"epmd_port must be a port from 1 to 65535, got {port!r}")
     if bind is None:
-        # An embedded port mapper is reachable where the node is: loopback for a
-        # loopback node, the node's address, or every interface (as epmd does).
-        bind = listen_host or "0.0.0.0"
+        # One port mapper per host, reached over loopback by the nodes of the host:
+        # a node that listens on loopback only keeps it there; any other serves it on
+        # every interface (as epmd does), so that other hosts can ask it.
+        bind = "127.0.0.1" if _is_loopback(listen_host) else "0.0.0.0"
     return PortMapperSettings(port=port, bind=bind)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _spelled(key: str) -> str:
+    """An option as the user may have written it: keyword, flag or variable."""
+    return f"{key} (--{key.replace('_', '-')}, {config.ENV_PREFIX}{key.upper()})"
 
 
 def _positive(option: str, value: float) -> None:
     if not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{option} must be a positive number of seconds, got {value!r}")
+        raise ConfigError(f"{_spelled(option)} must be a positive number of seconds, got {value!r}")
 
 
 def _listen_address(name: NodeName, listen: str | None, dist_port: int | None) -> tuple[str, int]:

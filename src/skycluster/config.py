@@ -116,6 +116,7 @@ class Option:
     secret: bool = False  # never echo the value
     metavar: str | None = None
     flag_only: bool = False  # a boolean switch on the command line (--hidden)
+    multiple: bool = False  # a list: repeatable flag, comma separated in the environment
 
     @property
     def flag(self) -> str:
@@ -129,8 +130,12 @@ class Option:
         try:
             return self.parse(value)
         except ValueError as exc:
-            shown = "(hidden)" if self.secret else repr(value)
-            raise ConfigError(f"{source}: invalid value {shown}: {exc}") from None
+            if not self.secret:
+                raise ConfigError(f"{source}: invalid value {value!r}: {exc}") from None
+            reason = str(exc)  # a parser may quote the value: take it out again
+            for form in sorted({value.strip(), repr(value.strip())[1:-1]} - {""}, key=len)[::-1]:
+                reason = reason.replace(form, "(hidden)")
+            raise ConfigError(f"{source}: invalid value (hidden): {reason}") from None
 
 
 NODE_OPTIONS: tuple[Option, ...] = (
@@ -175,16 +180,28 @@ def resolve(
     for option in options:
         flag_value = flags.get(option.key)
         if flag_value is not None:
-            values[option.key] = (
-                option.convert(flag_value, option.flag)
-                if isinstance(flag_value, str)
-                else flag_value
-            )
+            if option.multiple and isinstance(flag_value, list):
+                values[option.key] = [
+                    option.convert(item, option.flag) if isinstance(item, str) else item
+                    for item in flag_value
+                ]
+            else:
+                values[option.key] = (
+                    option.convert(flag_value, option.flag)
+                    if isinstance(flag_value, str)
+                    else flag_value
+                )
             continue
         for variable in option.env:
             raw = environ.get(variable)
             if raw is not None and raw != "":
-                values[option.key] = option.convert(raw, f"environment variable {variable}")
+                source = f"environment variable {variable}"
+                if option.multiple:
+                    values[option.key] = [
+                        option.convert(item, source) for item in raw.split(",") if item.strip()
+                    ]
+                else:
+                    values[option.key] = option.convert(raw, source)
                 break
     return values
 

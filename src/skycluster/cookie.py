@@ -22,7 +22,7 @@ def default_cookie_path(environ: Mapping[str, str]) -> Path:
 
 
 def load_cookie(explicit: str | bytes | None, environ: Mapping[str, str]) -> bytes:
-    if explicit:
+    if explicit is not None:  # an empty argument is an error, not "use the file"
         cookie = explicit.encode() if isinstance(explicit, str) else explicit
         return _checked(cookie, "the cookie argument")
     if environ.get(ENV):
@@ -31,11 +31,12 @@ def load_cookie(explicit: str | bytes | None, environ: Mapping[str, str]) -> byt
 
 
 def _checked(cookie: bytes, source: str) -> bytes:
-    if not cookie.strip():
+    cookie = cookie.strip()  # the limit is on the cookie, not on a file's final newline
+    if not cookie:
         raise StartError(f"{source} is empty; give a non-empty cookie")
     if len(cookie) > MAX_COOKIE:
         raise StartError(f"{source} is longer than {MAX_COOKIE} bytes; use a shorter cookie")
-    return cookie.strip()
+    return cookie
 
 
 def _from_file(path: Path) -> bytes:
@@ -43,6 +44,8 @@ def _from_file(path: Path) -> bytes:
         return _create(path)
     try:
         mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError  # said below, rather than "chmod 600" a directory
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise StartError(
                 f"cookie file {path} can be read by others (mode {stat.S_IMODE(mode):04o}); "
@@ -65,12 +68,15 @@ def _create(path: Path) -> bytes:
     cookie = secrets.token_urlsafe(32).encode()
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if not path.exists():  # a dangling symbolic link: reading would loop back here
+                raise
+            return _from_file(path)  # another node created it first
         with os.fdopen(fd, "wb") as file:
             file.write(cookie + b"\n")
-    except FileExistsError:  # another node created it first
-        return _from_file(path)
-    except OSError as exc:
+    except OSError as exc:  # including a file where the directory should be
         raise StartError(
             f"cannot create cookie file {path}: {exc.strerror}; set {ENV} or pass a cookie"
         ) from None

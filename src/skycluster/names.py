@@ -20,6 +20,7 @@ ACCEPTED_FORMS = (
 
 _NAME_PART = re.compile(r"[A-Za-z0-9_.\-]{1,255}\Z")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9\-]{1,63}(?<!-)\Z")
+_SCOPE = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")  # IPv6 zone: an interface name or number
 
 
 class InvalidNodeName(ConfigError):
@@ -110,6 +111,9 @@ def _split_host_port(text: str, rest: str) -> tuple[str, int | None]:
             host = str(ipaddress.IPv6Address(host))
         except ValueError:
             raise _bad(text, f"{host!r} is not an IPv6 address") from None
+        if "%" in host and not _SCOPE.match(host.partition("%")[2]):
+            # ipaddress takes any text as a zone; an interface name is all a zone can be
+            raise _bad(text, f"the zone of {host!r} is not an interface name")
     else:
         if rest.count(":") > 1:
             raise _bad(text, "put an IPv6 address in brackets, as in name@[::1]:4401")

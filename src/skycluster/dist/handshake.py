@@ -286,7 +286,8 @@ class Handshake:
     def _parse_info(message: dict[Any, Any]) -> NodeInfo:
         name, creation, nonce = message.get("name"), message.get("creation"), message.get("nonce")
         hidden, address = message.get("hidden", False), message.get("address")
-        metadata = message.get("metadata") or {}
+        metadata = message.get("metadata")
+        metadata = {} if metadata is None else metadata  # nil is no metadata; [] is an error
         if not isinstance(name, str):
             raise HandshakeError("handshake without a node name")
         try:

@@ -43,8 +43,17 @@ class LinkRefused(Exception):
     """The acceptor refused our HELLO (reason in ``reason``)."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"the peer refused the link: {reason}")
+        hint = _REFUSAL_HINTS.get(reason, "")
+        super().__init__(f"the peer refused the link: {reason}{hint}")
         self.reason = reason
+
+
+_REFUSAL_HINTS = {
+    "auth": " (the cookies differ: give both nodes the same cookie)",
+    "version": " (no protocol version in common: upgrade the older node)",
+    "name": " (it has the name we dialled as our own: two nodes share a name)",
+    "busy": " (it is stopping or has too many connections being set up)",
+}
 
 
 class Link(asyncio.Protocol):
@@ -72,6 +81,7 @@ class Link(asyncio.Protocol):
         # straight to the socket (fd) when the link is idle (see messaging.messenger).
         self.write_lock = threading.Lock()
         self.fd: int | None = None
+        self.sent_peers: frozenset[str] = frozenset()  # what our last PEERS told this peer
         self._decoder = frames.FrameDecoder(node.settings.max_frame_size)
         self._ping_seq = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -133,7 +143,7 @@ class Link(asyncio.Protocol):
         self._write(hs.outgoing())
         for event in events:
             if isinstance(event, PeerHello):
-                reason = self.node.admit(event.peer)
+                reason = self.node.admit(event.peer, self)
                 if reason is not None:
                     self._write(hs.refuse(reason))
                     self._fail(LinkRefused(reason.value))

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from skycluster._ratelimit import RateLimit
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
 from skycluster.dist.handshake import NodeInfo, RejectReason
@@ -31,6 +32,8 @@ from skycluster.messaging.messenger import Messenger
 from skycluster.names import InvalidNodeName, NodeName, format_address, parse_address
 
 log = logging.getLogger("skycluster.node")
+
+_MESH_CHECK = 1.0  # seconds between checks that peers know our links and the mesh is whole
 
 Resolver = Callable[[NodeName], Coroutine[Any, Any, tuple[str, int]]]
 
@@ -49,11 +52,18 @@ class Node:
         self.stats: dict[str, int] = {}
         self.resolve: Resolver | None = None  # asks a port mapper; set by the runtime
         self._dialling: dict[str, asyncio.Task[bool]] = {}
+        self._accepting: dict[str, Link] = {}  # admitted handshakes not yet finished
         self._link_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._server: asyncio.Server | None = None
         self._tasks = TaskSet(log)
         self._stopping = False
         self._failure_logged: dict[str, str] = {}
+        self._handshake_warnings = RateLimit()
+        # Names each peer said it is linked to (PEERS), and when to dial each next.
+        self._peer_lists: dict[str, frozenset[str]] = {}
+        self._mesh_names: dict[str, NodeName] = {}
+        self._mesh_retry: dict[str, tuple[float, float]] = {}  # ident -> (next try, backoff)
+        self._last_mesh_check = 0.0
         self.port = 0
         self.info = NodeInfo(
             self.name, self.creation, settings.hidden, None, dict(settings.metadata)
@@ -132,6 +142,8 @@ class Node:
             return True
         if self._stopping:
             return False
+        if ident in self._accepting and await self._await_link(ident):
+            return True  # the peer is dialling us right now: take that link
         dial = self._dialling.get(ident)
         if dial is None:
             dial = self._tasks.spawn(self._dial(name), name=f"dial {ident}")
@@ -153,9 +165,11 @@ class Node:
     async def _dial(self, name: NodeName) -> bool:
         ident = name.identity
         link = Link(self, initiator=True, expect=name)
+        where = ident
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
                 host, port = await self._address_of(name)
+                where = f"{ident} at {format_address(host, port)}"
                 await self.loop.create_connection(
                     lambda: link,
                     host,
@@ -168,13 +182,13 @@ class Node:
         except LinkRefused as exc:
             if exc.reason in (RejectReason.SIMULTANEOUS, RejectReason.ALIVE):
                 return await self._await_link(ident)
-            self._dial_failed(ident, str(exc))
+            self._dial_failed(ident, where, str(exc))
             return False
         except (OSError, TimeoutError, NodeUnreachable) as exc:  # ssl.SSLError is an OSError
             link.abort()
             if name.port is None:
                 self.addresses.pop(ident, None)  # may have restarted elsewhere: ask again
-            self._dial_failed(ident, _describe(exc))
+            self._dial_failed(ident, where, _describe(exc))
             return False
         self._failure_logged.pop(ident, None)
         return True
@@ -194,7 +208,8 @@ class Node:
         )
 
     async def _await_link(self, ident: str) -> bool:
-        """The peer's own dial wins a simultaneous connect: wait for it."""
+        """Wait for the link the peer is dialling (a simultaneous connect it wins, or a
+        handshake we are accepting); woken when that link comes up or its handshake fails."""
         if ident in self.links:
             return True
         waiter: asyncio.Future[None] = self.loop.create_future()
@@ -203,21 +218,26 @@ class Node:
             async with asyncio.timeout(self.settings.connect_timeout):
                 await waiter
         except TimeoutError:
-            return ident in self.links
+            pass
         finally:
             waiters = self._link_waiters.get(ident, [])
             if waiter in waiters:
                 waiters.remove(waiter)
-        return True
+        return ident in self.links
 
-    def _dial_failed(self, ident: str, why: str) -> None:
+    def _wake_link_waiters(self, ident: str) -> None:
+        for waiter in self._link_waiters.pop(ident, []):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _dial_failed(self, ident: str, where: str, why: str) -> None:
         self._count("dial_failures")
         # An unreachable host is retried every few seconds: log a change, not each retry.
         if self._failure_logged.get(ident) != why:
             self._failure_logged[ident] = why
-            log.warning("cannot link to %s: %s", ident, why)
+            log.warning("cannot link to %s: %s", where, why)
         else:
-            log.debug("still cannot link to %s: %s", ident, why)
+            log.debug("still cannot link to %s: %s", where, why)
 
     # -- callbacks from links -------------------------------------------------
 
@@ -232,8 +252,16 @@ class Node:
             return
         self.connections.add(link)
 
-    def admit(self, peer: NodeInfo) -> RejectReason | None:
+    def admit(self, peer: NodeInfo, link: Link) -> RejectReason | None:
         """Acceptor side: may this (not yet authenticated) peer go on?"""
+        reason = self._admission(peer)
+        if reason is None:
+            # Until this handshake ends, a connect() to the peer waits for it instead
+            # of dialling a second connection that would cross this one.
+            self._accepting[peer.name.identity] = link
+        return reason
+
+    def _admission(self, peer: NodeInfo) -> RejectReason | None:
         ident = peer.name.identity
         if self._stopping:
             return RejectReason.BUSY
@@ -242,6 +270,10 @@ class Node:
         existing = self.links.get(ident)
         if existing is not None and existing.peer and existing.peer.creation == peer.creation:
             return RejectReason.ALIVE
+        accepting = self._accepting.get(ident)
+        if accepting is not None and accepting.handshake.peer is not None:
+            if accepting.handshake.peer.creation == peer.creation:
+                return RejectReason.ALIVE  # a handshake with this very node is under way
         if ident in self._dialling and self.identity < ident:
             return RejectReason.SIMULTANEOUS  # our own dial wins
         return None
@@ -267,42 +299,78 @@ class Node:
             except ValueError:
                 pass
         self._count("links_up")
+        self._mesh_retry.pop(ident, None)
         if not peer.hidden:
             log.info("node %s is up (%s)", ident, peer.address or link.peer_address)
             self.bus.publish(NodeUp(ident, peer.address, peer.metadata))
-        for waiter in self._link_waiters.pop(ident, []):
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._accepting.get(ident) is link:
+            del self._accepting[ident]
+        self._wake_link_waiters(ident)
         if not self.settings.hidden:
-            link.send([PEERS, self._visible_peers(excluding=ident)])
+            self._send_peers(link)
         return True
 
     def connection_closed(self, link: Link, reason: DownReason) -> None:
         self.connections.discard(link)
+        claimed = link.handshake.peer.name.identity if link.handshake.peer else None
+        if claimed is not None and self._accepting.get(claimed) is link:
+            del self._accepting[claimed]
+            self._wake_link_waiters(claimed)  # that handshake failed: dial instead
         ident = link.identity
         if ident is not None and self.links.get(ident) is link:
             del self.links[ident]
+            self._peer_lists.pop(ident, None)
             self._publish_down(link, reason)
 
     def peers_received(self, link: Link, names: list[str]) -> None:
         if self.settings.hidden or not self.settings.full_mesh or not link.peer or link.peer.hidden:
             return
+        listed: set[str] = set()
         for text in names[:4096]:
             try:
                 name = NodeName.parse(text)
             except InvalidNodeName:
                 self._count("bad_peer_names")
                 continue
-            ident = name.identity
-            if ident == self.identity or ident in self.links or ident in self._dialling:
+            if name.identity != self.identity:
+                listed.add(name.identity)
+                self._mesh_names[name.identity] = name
+        assert link.identity is not None
+        self._peer_lists[link.identity] = frozenset(listed)
+        self._complete_mesh(time.monotonic())
+
+    def _complete_mesh(self, now: float) -> None:
+        """Dial every node a peer is linked to and we are not (transitive connect);
+        a failed dial is tried again with backoff while some peer still lists it."""
+        wanted = set().union(*self._peer_lists.values()) if self._peer_lists else set()
+        for ident in list(self._mesh_names):
+            if ident not in wanted:
+                del self._mesh_names[ident]
+                self._mesh_retry.pop(ident, None)
+        for ident in wanted:
+            if ident in self.links or ident in self._dialling or self._stopping:
                 continue
-            if self._stopping:
-                return
-            self._tasks.spawn(self.connect(name), name=f"mesh {ident}")
+            due, backoff = self._mesh_retry.get(ident, (0.0, 0.5))
+            if now < due:
+                continue
+            self._mesh_retry[ident] = (now + backoff, min(backoff * 2, 30.0))
+            self._tasks.spawn(self.connect(self._mesh_names[ident]), name=f"mesh {ident}")
+
+    def _send_peers(self, link: Link) -> None:
+        assert link.identity is not None
+        peers = self._visible_peers(excluding=link.identity)
+        link.sent_peers = frozenset(peers)
+        link.send([PEERS, peers])
 
     def handshake_failed(self, link: Link, why: str) -> None:
         self._count("handshakes_failed")
-        log.warning("handshake with %s failed: %s", link.peer_address, why)
+        claimed = link.handshake.peer.name.identity if link.handshake.peer else None
+        said = f"; it says it is {claimed}" if claimed else ""
+        # A misconfigured peer retries every few seconds: a few lines per cause a minute.
+        host = link.peer_address.rsplit(":", 1)[0]
+        allowed = self._handshake_warnings.allow((host, claimed, why))
+        level = logging.WARNING if allowed else logging.DEBUG
+        log.log(level, "handshake with %s failed: %s%s", link.peer_address, why, said)
 
     def protocol_error(self, link: Link, why: str) -> None:
         self._count("protocol_errors")
@@ -332,6 +400,23 @@ class Node:
                     link.abort()
                 elif now - link.last_ping >= interval:
                     link.ping(now)
+            self._mesh_upkeep(now)
+
+    def _mesh_upkeep(self, now: float) -> None:
+        """Tell peers when our set of links changed, and retry missing mesh links."""
+        if self.settings.hidden:
+            return
+        if now - self._last_mesh_check < _MESH_CHECK:
+            return
+        self._last_mesh_check = now
+        for link in list(self.links.values()):
+            ident = link.identity
+            if ident is not None and link.up and link.sent_peers != frozenset(
+                self._visible_peers(excluding=ident)
+            ):
+                self._send_peers(link)
+        if self.settings.full_mesh:
+            self._complete_mesh(now)
 
     # -- helpers --------------------------------------------------------------
 

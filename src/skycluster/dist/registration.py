@@ -50,13 +50,25 @@ class Registrar:
     async def register_first(self) -> None:
         """The first registration, done before the node reports it started: a name
         already registered on this host is a start error, not a silent replacement."""
+        where = f"{self.settings.client_host}:{self.settings.port}"
         try:
             await self._register()
         except portmapper.NameTaken:
             raise StartError(
                 f"a node named {self.name!r} is already registered on this host "
-                f"(port mapper at {self.settings.client_host}:{self.settings.port}); "
-                "stop it or choose another name"
+                f"(port mapper at {where}); stop it or choose another name"
+            ) from None
+        except portmapper.PortMapperUnavailable as exc:
+            # Something holds the port but does not answer (a frozen node serving it):
+            # start anyway, reachable by port; keep() registers once it answers again.
+            log.warning("starting without a port mapper registration for now: %s", exc)
+        except (portmapper.PortMapperError, OSError) as exc:
+            # No usable port mapper and none could be served (e.g. --epmd-bind is not an
+            # address of this host, or something that is not a port mapper holds the port).
+            raise StartError(
+                f"cannot register {self.name!r} with the port mapper at {where}: {exc}; "
+                "fix --epmd-port/--epmd-bind (SKYCLUSTER_EPMD_PORT, SKYCLUSTER_EPMD_BIND), "
+                "or run without it (--no-port-mapper)"
             ) from None
 
     async def keep(self) -> None:
@@ -65,6 +77,7 @@ class Registrar:
         while True:
             if self.registration is not None and not self.registration.closed:
                 await self.registration.wait_lost()
+                await self.registration.close()  # its connection is dead: release it
                 log.info("the port mapper went away; registering %s again", self.name)
                 self.reregistrations += 1
             # Spread the survivors out so that one of them binds the port first.
@@ -102,8 +115,11 @@ class Registrar:
         """Become the host's port mapper; False when someone else already listens."""
         if self.server is not None:
             return True
+        # "" means every address (as documented on PortMapperSettings.bind); getaddrinfo
+        # does not take "" for a host, so spell it out.
+        bind = self.settings.bind or "0.0.0.0"
         server = portmapper.PortMapperServer(
-            portmapper.PortMapperConfig(host=self.settings.bind, port=self.settings.port)
+            portmapper.PortMapperConfig(host=bind, port=self.settings.port)
         )
         try:
             await server.start()
@@ -112,7 +128,7 @@ class Registrar:
                 return False  # another node won the race: register with it
             raise
         self.server = server
-        log.info("serving the port mapper on %s:%s", self.settings.bind, server.port)
+        log.info("serving the port mapper on %s:%s", bind, server.port)
         return True
 
     async def close(self) -> None:

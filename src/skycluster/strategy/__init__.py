@@ -5,21 +5,25 @@ import path (``mypkg.discovery:Ec2Strategy``)."""
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from skycluster.errors import ConfigError
 from skycluster.strategy.base import Strategy, StrategyContext, Topology
 from skycluster.strategy.epmd import Epmd
+from skycluster.strategy.gossip import Gossip
 from skycluster.strategy.hosts_file import HostsFile
 from skycluster.strategy.local_epmd import LocalEpmd
 
 __all__ = [
     "Epmd",
+    "Gossip",
     "HostsFile",
     "LocalEpmd",
     "Strategy",
     "StrategyContext",
     "Topology",
     "strategy_class",
+    "topology_name",
 ]
 
 # name -> "module:Class"; imported only when used.
@@ -27,6 +31,7 @@ BUILTIN: dict[str, str] = {
     "epmd": "skycluster.strategy.epmd:Epmd",
     "local": "skycluster.strategy.local_epmd:LocalEpmd",
     "hosts": "skycluster.strategy.hosts_file:HostsFile",
+    "gossip": "skycluster.strategy.gossip:Gossip",
 }
 
 # The seed project's LIBCLUSTER_STRATEGY values are Elixir module names.
@@ -46,6 +51,16 @@ def accepted() -> str:
     return ", ".join(BUILTIN) + ", a seed name such as Cluster.Strategy.Epmd, or module:Class"
 
 
+def topology_name(spec: str, cls: type[Strategy]) -> str:
+    """A readable topology name for a strategy named in config: its short name
+    (``epmd`` for ``Cluster.Strategy.Epmd`` too), else its class name."""
+    target = f"{cls.__module__}:{cls.__name__}"
+    for name, builtin in BUILTIN.items():
+        if builtin == target:
+            return name
+    return cls.__name__.lower() or spec.strip()
+
+
 def strategy_class(spec: str) -> type[Strategy]:
     """The strategy class for a name, a seed module name or an import path."""
     spec = spec.strip()
@@ -62,5 +77,11 @@ def strategy_class(spec: str) -> type[Strategy]:
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"cannot load strategy {spec!r}: {exc}; accepted: {accepted()}") from None
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-        raise ConfigError(f"strategy {spec!r} is not a skycluster.strategy.Strategy subclass")
+        raise ConfigError(
+            f"strategy {spec!r} is not a skycluster.strategy.Strategy subclass; "
+            f"accepted: {accepted()}"
+        )
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise ConfigError(f"strategy {spec!r} is abstract: it does not implement {missing}")
     return cls

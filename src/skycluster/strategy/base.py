@@ -93,6 +93,17 @@ class StrategyContext:
         """Identities of the nodes currently linked (hidden ones excluded)."""
         return self._list()
 
+    @property
+    def advertised_name(self) -> NodeName:
+        """This node's name with the port where it accepts links, ``name@host:port``:
+        what a strategy announces so that others can dial it."""
+        return self.node_name.with_port(self._node.port or self.node_name.port)
+
+    def count(self, key: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``key`` in ``Cluster.stats()``."""
+        stats = self._node.stats
+        stats[key] = stats.get(key, 0) + n
+
 
 def _async(function: Callable[[str], bool]) -> DisconnectHook:
     async def call(identity: str) -> bool:

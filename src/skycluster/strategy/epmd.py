@@ -19,7 +19,12 @@ class Epmd(Strategy):
         Option("retry_interval", parse_seconds, "seconds between retries [5]", metavar="S"),
     )
 
-    def __init__(self, hosts: Sequence[str], retry_interval: float = 5.0) -> None:
+    def __init__(self, hosts: Sequence[str] | None = None, retry_interval: float = 5.0) -> None:
+        if not hosts:
+            raise ConfigError(
+                "the epmd strategy needs the nodes to link to: --hosts a@host:port,b@host:port "
+                "or SKYCLUSTER_HOSTS"
+            )
         if isinstance(hosts, str):
             hosts = parse_names(hosts)
         self.hosts = [NodeName.parse(h) for h in hosts]

@@ -34,15 +34,20 @@ def parse_hosts(text: str, source: str) -> tuple[list[str], list[str]]:
         if not line or line.startswith(("#", "%")):
             continue
         match = _ERLANG_TERM.match(line)
-        host = match.group(1) if match else line.split("#", 1)[0].strip()
+        candidate = match.group(1) if match else line.split("#", 1)[0].strip()
         try:
-            NodeName.parse(f"probe@{host}")
+            parsed = NodeName.parse(f"probe@{candidate}")
         except ConfigError:
+            parsed = None
+        # A port is not part of a host (the port mapper's port is SKYCLUSTER_EPMD_PORT);
+        # "[::1]" is the host "::1" (the port mapper is asked at the bare address).
+        if parsed is None or parsed.port is not None:
             warnings.append(
                 f"{source}:{number}: {raw.strip()[:80]!r} is not a host; write one host per "
-                "line, plain (host1) or as in .hosts.erlang ('host1'.)"
+                "line, plain (host1) or as in .hosts.erlang ('host1'.), with no port"
             )
             continue
+        host = parsed.host
         if host not in hosts:
             hosts.append(host)
     return hosts, warnings
@@ -90,10 +95,14 @@ class HostsFile(Strategy):
             raise ConfigError("the hosts strategy needs the port mapper (port_mapper=True)")
         while True:
             hosts = self.read_hosts(ctx)
-            results = await asyncio.gather(*(self._names(ctx, h) for h in hosts))
-            linked = set(ctx.nodes())
-            await ctx.connect(n for found in results for n in found if n.identity not in linked)
+            # Each host's nodes are linked as soon as it answers: a dead host delays nobody.
+            await asyncio.gather(*(self._link_host(ctx, h) for h in hosts))
             await asyncio.sleep(self.polling_interval)
+
+    async def _link_host(self, ctx: StrategyContext, host: str) -> None:
+        found = await self._names(ctx, host)
+        linked = set(ctx.nodes())
+        await ctx.connect(n for n in found if n.identity not in linked)
 
     async def _names(self, ctx: StrategyContext, host: str) -> Iterable[NodeName]:
         settings = ctx.port_mapper

@@ -33,17 +33,17 @@ class LocalEpmd(Strategy):
             raise ConfigError("the local strategy needs the port mapper (port_mapper=True)")
         settings = ctx.port_mapper
         host = ctx.node_name.host
-        failing = False
+        failures = 0
         while True:
             try:
                 found = await portmapper.names(
                     settings.client_host, epmd_port=settings.port, timeout=settings.timeout
                 )
-                failing = False
+                failures = 0
             except portmapper.PortMapperError as exc:
-                if not failing:
+                failures += 1
+                if failures == 2:  # one miss is a port mapper changing hands: no news
                     ctx.log.warning("cannot list this host's nodes: %s", exc)
-                failing = True
                 found = []
             linked = set(ctx.nodes())
             targets = [NodeName(name, host, port) for name, port in found if valid_name(name)]

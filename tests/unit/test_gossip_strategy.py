@@ -1,0 +1,401 @@
+"""The gossip strategy without a network: its options (flags, environment, the
+seed's LIBCLUSTER_* names), and its receive path driven directly (drops counted
+per reason, logs rate-limited, own heartbeats ignored, one link attempt per new
+node, backoff, the flood limit). Real sockets are tested in tests/netns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any, cast
+
+import pytest
+
+from skycluster import cli
+from skycluster.cluster import topologies_from
+from skycluster.errors import ConfigError
+from skycluster.gossip_packet import GossipCodec, Heartbeat
+from skycluster.names import NodeName
+from skycluster.strategy import Gossip, strategy_class
+from skycluster.strategy import gossip as gossip_module
+from skycluster.strategy.base import StrategyContext
+from skycluster.strategy.gossip import MAX_PACKETS_PER_SECOND, _Run
+
+ME = NodeName("me", "10.0.0.1", 4401)
+PEER = NodeName("peer", "10.0.0.2", 4402)
+ADDR = ("10.0.0.2", 45892)
+
+# -- options ---------------------------------------------------------------------------
+
+
+def test_defaults_are_the_seeds() -> None:
+    strategy = Gossip()
+    assert (strategy.port, strategy.if_addr, strategy.multicast_addr) == (
+        45892,
+        "0.0.0.0",
+        "230.1.1.251",
+    )
+    assert strategy.multicast_ttl == 1
+    assert strategy.multicast_if is None
+    assert strategy.broadcast_only is False
+    assert strategy.interval == 1.0
+    assert strategy.secrets == []
+    assert strategy.destination == ("230.1.1.251", 45892)
+
+
+def test_by_name_and_seed_name() -> None:
+    assert strategy_class("gossip") is Gossip
+    assert strategy_class("Cluster.Strategy.Gossip") is Gossip
+    assert strategy_class("Elixir.Cluster.Strategy.Gossip") is Gossip
+
+
+def test_seed_environment_names() -> None:
+    environ = {
+        "LIBCLUSTER_STRATEGY": "Cluster.Strategy.Gossip",
+        "LIBCLUSTER_MULTICAST_PORT": "45999",
+        "LIBCLUSTER_MULTICAST_PORT_IF_ADDR": "{0,0,0,0}",  # the seed's tuple form
+        "LIBCLUSTER_MULTICAST_ADDR": "230.1.1.252",
+        "LIBCLUSTER_MULTICAST_TTL": "3",
+    }
+    (strategy,) = topologies_from(environ).values()
+    assert isinstance(strategy, Gossip)
+    assert (strategy.port, strategy.if_addr, strategy.multicast_addr) == (
+        45999,
+        "0.0.0.0",
+        "230.1.1.252",
+    )
+    assert strategy.multicast_ttl == 3
+
+
+def test_our_environment_names_win_over_the_seeds() -> None:
+    environ = {
+        "SKYCLUSTER_STRATEGY": "gossip",
+        "SKYCLUSTER_MULTICAST_PORT": "46000",
+        "LIBCLUSTER_MULTICAST_PORT": "45999",
+        "SKYCLUSTER_MULTICAST_TTL": "2",
+        "SKYCLUSTER_GOSSIP_INTERVAL": "0.25",
+        "SKYCLUSTER_SECRET": "new-secret,old-secret",
+        "SKYCLUSTER_GOSSIP_LABEL": "staging",
+        "SKYCLUSTER_BROADCAST_ONLY": "true",
+        "SKYCLUSTER_MULTICAST_ADDR": "10.9.8.255",
+        "SKYCLUSTER_MULTICAST_IF": "10.9.8.1",
+        "SKYCLUSTER_IF_ADDR": "0.0.0.0",
+    }
+    (strategy,) = topologies_from(environ).values()
+    assert isinstance(strategy, Gossip)
+    assert strategy.port == 46000
+    assert strategy.multicast_ttl == 2
+    assert strategy.interval == 0.25
+    assert strategy.secrets == ["new-secret", "old-secret"]
+    assert strategy.label == "staging"
+    assert strategy.broadcast_only is True
+    assert strategy.destination == ("10.9.8.255", 46000)
+    assert strategy.multicast_if == "10.9.8.1"
+
+
+def parse(argv: list[str]) -> Gossip:
+    args = cli.build_parser().parse_args(["agent", "--strategy", "gossip", *argv])
+    (strategy,) = topologies_from({}, vars(args)).values()
+    assert isinstance(strategy, Gossip)
+    return strategy
+
+
+def test_cli_flags_and_repeatable_secret() -> None:
+    strategy = parse(
+        [
+            "--multicast-addr=230.2.2.2",
+            "--multicast-port=46001",
+            "--multicast-ttl=0",
+            "--multicast-if=lo",
+            "--if-addr=0.0.0.0",
+            "--gossip-interval=2",
+            "--secret=first",
+            "--secret=second",
+        ]
+    )
+    assert strategy.destination == ("230.2.2.2", 46001)
+    assert strategy.multicast_ttl == 0
+    assert strategy.multicast_if == "lo"
+    assert strategy.interval == 2.0
+    assert strategy.secrets == ["first", "second"]  # the first one sends
+    assert parse(["--broadcast-only"]).destination == ("255.255.255.255", 45892)
+    assert parse([]).broadcast_only is False
+
+
+def test_flags_beat_the_environment() -> None:
+    args = cli.build_parser().parse_args(["agent", "--strategy", "gossip", "--secret", "flag"])
+    (strategy,) = topologies_from({"SKYCLUSTER_SECRET": "env"}, vars(args)).values()
+    assert isinstance(strategy, Gossip)
+    assert strategy.secrets == ["flag"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--multicast-port", "0"], "--multicast-port: invalid value '0'"),
+        (["--multicast-ttl", "256"], "--multicast-ttl: invalid value '256'"),
+        (["--multicast-addr", "230.1.1"], "expected an IPv4 address"),
+        (["--multicast-addr", "10.0.0.1"], "not a multicast group"),
+        (["--multicast-if", "no-such-if0"], "no such network interface"),
+        (["--gossip-interval", "0"], "--gossip-interval: invalid value '0'"),
+        (["--secret", " "], "--secret: invalid value (hidden)"),
+    ],
+)
+def test_bad_values_exit_2_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["agent", "--name", "a@127.0.0.1", "--strategy", "gossip", *argv], environ={})
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_secret_value_is_never_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(
+        ["agent", "--strategy", "gossip", "--secret", "hunter2", "--multicast-ttl", "x"],
+        environ={},
+    )
+    assert code == 2
+    assert "hunter2" not in capsys.readouterr().err
+
+
+def test_help_lists_every_gossip_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["agent", "--help"], environ={})
+    out = capsys.readouterr().out
+    for flag in (
+        "--multicast-addr",
+        "--multicast-port",
+        "--multicast-ttl",
+        "--multicast-if",
+        "--if-addr",
+        "--broadcast-only",
+        "--gossip-interval",
+        "--secret",
+        "LIBCLUSTER_MULTICAST_PORT_IF_ADDR",
+    ):
+        assert flag in out
+
+
+def test_library_arguments_are_checked() -> None:
+    with pytest.raises(ConfigError, match="not a multicast group"):
+        Gossip(multicast_addr="10.0.0.255")
+    assert Gossip(multicast_addr="10.0.0.255", broadcast_only=True).destination == (
+        "10.0.0.255",
+        45892,
+    )
+    with pytest.raises(ConfigError, match="port"):
+        Gossip(port=70000)
+    with pytest.raises(ConfigError, match="interval"):
+        Gossip(interval=0)
+    with pytest.raises(ConfigError, match="multicast_ttl"):
+        Gossip(multicast_ttl=-1)
+    assert Gossip(secret="one").secrets == ["one"]
+    assert Gossip(secret=["one", b"two"]).secrets == ["one", b"two"]
+    assert "hunter2" not in repr(Gossip(secret="hunter2"))
+
+
+# -- the receive path, driven directly --------------------------------------------------------
+
+
+class FakeContext:
+    """What _Run uses of a StrategyContext."""
+
+    def __init__(self, *, connect_result: bool = True) -> None:
+        self.node_name = ME
+        self.advertised_name = ME
+        self.log = logging.getLogger("skycluster.strategy.test-gossip")
+        self.stats: dict[str, int] = {}
+        self.linked: set[str] = set()
+        self.connects: list[str] = []
+        self.connect_result = connect_result
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.stats[key] = self.stats.get(key, 0) + n
+
+    def nodes(self) -> list[str]:
+        return sorted(self.linked)
+
+    async def connect(self, names: Iterable[NodeName | str]) -> dict[str, bool]:
+        result = {}
+        for name in names:
+            assert isinstance(name, NodeName)
+            self.connects.append(str(name))
+            if self.connect_result:
+                self.linked.add(name.identity)
+            result[name.identity] = self.connect_result
+        return result
+
+
+def packet(codec: GossipCodec, node: NodeName = PEER, seq: int = 0, incarnation: int = 1) -> bytes:
+    return codec.encode(Heartbeat(node, incarnation, seq, int(time.time() * 1000)))
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def run_with(ctx: FakeContext, strategy: Gossip) -> _Run:
+    return _Run(strategy, cast(StrategyContext, ctx))
+
+
+def test_a_new_node_is_linked_once_and_a_linked_node_not_again() -> None:
+    async def main() -> None:
+        ctx = FakeContext()
+        run = run_with(ctx, Gossip(secret="s"))
+        sender = GossipCodec(["s"])
+        run.received(packet(sender, seq=0), ADDR)
+        run.received(packet(sender, seq=1), ADDR)  # while the first attempt is running
+        await settle()
+        run.received(packet(sender, seq=2), ADDR)  # linked now
+        await settle()
+        assert ctx.connects == ["peer@10.0.0.2:4402"]
+        assert ctx.stats["gossip_received"] == 3
+        await run.tasks.aclose()
+
+    asyncio.run(main())
+
+
+def test_own_heartbeats_are_ignored_and_a_name_clash_is_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        ctx = FakeContext()
+        run = run_with(ctx, Gossip())
+        mine = GossipCodec()
+        run.received(packet(mine, node=ME, incarnation=run.incarnation), ADDR)
+        assert not caplog.records
+        run.received(packet(mine, node=ME, incarnation=run.incarnation + 1), ADDR)
+        await settle()
+        assert ctx.connects == []
+        assert ctx.stats["gossip_own"] == 2
+        assert "gossip_received" not in ctx.stats
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+    assert any(
+        "another node at 10.0.0.2 calls itself me@10.0.0.1" in r.message for r in caplog.records
+    )
+
+
+def test_drops_are_counted_per_reason_and_logged_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        ctx = FakeContext()
+        run = run_with(ctx, Gossip(secret="right"))
+        wrong = GossipCodec(["wrong"])
+        right = GossipCodec(["right"])
+        replayed = packet(right)
+        run.received(replayed, ADDR)
+        for i in range(100):  # 700 bad packets: under the flood limit
+            run.received(b"\x00garbage", ADDR)
+            run.received(packet(wrong, seq=i), ADDR)
+            run.received(packet(GossipCodec(), seq=i), ADDR)
+            run.received(replayed, ADDR)
+            run.received(b"SKYG", ADDR)
+            run.received(b"SKYG" + bytes(2000), ADDR)
+            tampered = bytearray(packet(right, seq=i + 1))
+            tampered[-1] ^= 1
+            run.received(bytes(tampered), ADDR)
+        await settle()
+        for reason in (
+            "foreign",
+            "unknown_key",
+            "unsealed",
+            "replay",
+            "truncated",
+            "oversized",
+            "authentication",
+        ):
+            assert ctx.stats[f"gossip_dropped_{reason}"] == 100, reason
+        assert ctx.connects == ["peer@10.0.0.2:4402"]  # only the genuine packet
+        await run.tasks.aclose()
+
+    with caplog.at_level(logging.INFO, logger="skycluster.strategy.test-gossip"):
+        asyncio.run(main())
+    drops = [r.getMessage() for r in caplog.records if "dropped a gossip packet" in r.getMessage()]
+    assert len(drops) == 7  # 700 bad packets, one line per reason
+    assert any("unknown_key" in line and "10.0.0.2:45892" in line for line in drops)
+
+
+def test_a_later_report_says_how_many_were_not_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gossip_module, "LOG_INTERVAL", 0.05)
+
+    async def main() -> None:
+        run = run_with(FakeContext(), Gossip())
+        for _ in range(10):
+            run.received(b"junk", ADDR)
+        await asyncio.sleep(0.1)
+        run.received(b"junk", ADDR)
+
+    with caplog.at_level(logging.INFO, logger="skycluster.strategy.test-gossip"):
+        asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert "[9 more since the last report]" in lines[1]
+
+
+def test_a_failed_link_is_retried_with_backoff() -> None:
+    async def main() -> None:
+        ctx = FakeContext(connect_result=False)  # e.g. the peer's cookie differs
+        run = run_with(ctx, Gossip(interval=0.05))
+        sender = GossipCodec()
+        run.received(packet(sender, seq=0), ADDR)
+        await settle()
+        for seq in range(1, 5):
+            run.received(packet(sender, seq=seq), ADDR)  # within the backoff: no attempt
+        await settle()
+        assert len(ctx.connects) == 1
+        await asyncio.sleep(0.06)
+        run.received(packet(sender, seq=9), ADDR)
+        await settle()
+        assert len(ctx.connects) == 2
+        assert ctx.stats["gossip_link_failures"] == 2
+        await run.tasks.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_flood_is_cut_at_the_rate_limit() -> None:
+    async def main() -> None:
+        ctx = FakeContext()
+        run = run_with(ctx, Gossip())
+        for _ in range(MAX_PACKETS_PER_SECOND * 3):
+            run.received(b"junk", ADDR)
+        dropped = ctx.stats.get("gossip_dropped_flood", 0)
+        foreign = ctx.stats.get("gossip_dropped_foreign", 0)
+        assert foreign + dropped == MAX_PACKETS_PER_SECOND * 3
+        assert dropped >= MAX_PACKETS_PER_SECOND  # a burst of at most about a second's worth
+
+    asyncio.run(main())
+
+
+def test_many_forged_nodes_start_a_bounded_number_of_link_attempts() -> None:
+    async def main() -> None:
+        ctx = FakeContext()
+        started = asyncio.Event()
+        release = asyncio.Event()
+
+        async def slow_connect(names: Iterable[NodeName | str]) -> dict[str, Any]:
+            started.set()
+            await release.wait()
+            return {}
+
+        ctx.connect = slow_connect  # type: ignore[method-assign]
+        run = run_with(ctx, Gossip())
+        plain = GossipCodec()
+        for i in range(200):
+            run.received(packet(plain, node=NodeName(f"n{i}", "10.0.0.3", 1000 + i)), ADDR)
+        await started.wait()
+        assert len(run.dialling) == gossip_module.MAX_DIALS
+        assert ctx.stats["gossip_links_deferred"] == 200 - gossip_module.MAX_DIALS
+        await run.tasks.aclose()
+
+    asyncio.run(main())
