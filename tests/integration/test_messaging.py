@@ -5,6 +5,7 @@ runs in this process."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import json
 import os
@@ -458,6 +459,68 @@ async def test_slow_receiver_bounds_memory(start_peer: Callable[..., Peer]) -> N
         assert slow["max_queued"] <= 100 + READ_SIZE // len(payload) + 20
         assert (await stats(cluster, peer))["counters"].get("links_held_back", 0) > 0
         assert await downs(events) == []
+
+
+def _tls_files(directory: Path) -> dict[str, str]:
+    """A CA and one certificate it signs (both nodes may share it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject: str, issuer: str, key: Any, signer: Any, ca: bool) -> Any:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(signer, hashes.SHA256())
+        )
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = build("messaging test CA", "messaging test CA", ca_key, ca_key, True)
+    cert = build("node", "messaging test CA", key, ca_key, False)
+    pem = serialization.Encoding.PEM
+    files = {
+        "tls_ca": ca.public_bytes(pem),
+        "tls_cert": cert.public_bytes(pem),
+        "tls_key": key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    }
+    for option, data in files.items():
+        (directory / f"{option}.pem").write_bytes(data)
+    return {option: str(directory / f"{option}.pem") for option in files}
+
+
+def test_messaging_over_tls(tmp_path: Path) -> None:
+    """TLS links take the node's loop for every write (no direct writes)."""
+    tls = _tls_files(tmp_path)
+
+    async def main() -> None:
+        async with local_cluster("ta", **tls) as a, local_cluster("tb", **tls) as b:
+            box = b.register("box")
+            b.serve("echo", lambda request: request)
+            big = os.urandom(3 * 1024 * 1024)  # fragmented
+            assert b.address is not None
+            for seq in range(2000):
+                await a.send(f"{b.name}:{b.address.split(':')[1]}", "box", [seq, b"x" * 50])
+            await a.send(b.name, "box", [2000, big])
+            got: list[Any] = []
+            async with asyncio.timeout(20):
+                while len(got) < 2001:
+                    got.extend(await box.get_many())
+            assert [m[0] for m in got] == list(range(2001)) and got[-1][1] == big
+            assert await a.call(b.name, "echo", {"over": "tls"}) == {"over": "tls"}
+            assert a.stats().get("direct_writes", 0) == 0
+
+    asyncio.run(main())
 
 
 def test_plain_threads(start_peer: Callable[..., Peer]) -> None:
