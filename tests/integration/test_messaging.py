@@ -195,6 +195,12 @@ async def test_send_round_trip_and_local_delivery(start_peer: Callable[..., Peer
             cluster.register("inbox")
         box.close()
         cluster.register("inbox").close()  # the name is free again
+        # a remote mailbox that does not exist: dropped and counted there, link kept
+        await cluster.send(peer.name, "nobody", 1)
+        await cluster.send(peer.name, "nobody", 2)
+        result = await stats(cluster, peer)
+        assert result["counters"]["messages_to_unknown_mailbox"] == 2
+        assert cluster.nodes() == [peer.identity]
 
 
 @async_test
