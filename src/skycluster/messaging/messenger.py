@@ -33,6 +33,7 @@ from skycluster.errors import (
     AlreadyRegistered,
     CallFailed,
     MessageTooLarge,
+    MessagingError,
     NodeDisconnected,
     NoSuchMailbox,
 )
@@ -718,6 +719,4 @@ class Messenger:
 
 
 def codec_error(why: str) -> Exception:
-    from skycluster.errors import MessagingError
-
     return MessagingError(why)
