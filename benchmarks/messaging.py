@@ -536,21 +536,35 @@ def run_side(impl: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
             p.stop()
 
 
-def table(results: dict[str, dict[str, Any]]) -> str:
-    sky, erl = results.get("skycluster", {}), results.get("erlang", {})
-    raw = results.get("asyncio", {})
+Runs = list[dict[str, Any]]
 
-    def rate(side: dict[str, Any], key: str) -> float | None:
-        r = side.get(key)
-        return r["count"] / r["seconds"] if r else None
 
-    def field(side: dict[str, Any], key: str, name: str) -> float | None:
-        r = side.get(key)
-        return float(r[name]) if r else None
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
-    def deliveries(side: dict[str, Any]) -> float | None:
-        r = side.get("pubsub")
-        return r["count"] * r["subscribers"] / r["seconds"] if r else None
+
+def table(results: dict[str, Runs]) -> str:
+    """Each figure is the median over the runs of that side."""
+    sky, erl = results.get("skycluster", []), results.get("erlang", [])
+    raw = results.get("asyncio", [])
+
+    def rate(runs: Runs, key: str) -> float | None:
+        return _median([r[key]["count"] / r[key]["seconds"] for r in runs if key in r])
+
+    def field(runs: Runs, key: str, name: str) -> float | None:
+        return _median([float(r[key][name]) for r in runs if key in r])
+
+    def deliveries(runs: Runs) -> float | None:
+        return _median(
+            [
+                r["pubsub"]["count"] * r["pubsub"]["subscribers"] / r["pubsub"]["seconds"]
+                for r in runs
+                if "pubsub" in r
+            ]
+        )
+
+    def memory(runs: Runs, name: str) -> float | None:
+        return _median([r["memory"][name] for r in runs if name in r.get("memory", {})])
 
     rows = [
         ("small messages one-way (msg/s)", rate(sky, "small"), rate(erl, "small"), "{:,.0f}"),
@@ -592,8 +606,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             rows.append(
                 (
                     f"RSS {who} during the small run, {what} (MiB)",
-                    sky.get("memory", {}).get(f"{who}_{what}"),
-                    erl.get("memory", {}).get(f"{who}_{what}"),
+                    memory(sky, f"{who}_{what}"),
+                    memory(erl, f"{who}_{what}"),
                     "{:,.1f}",
                 )
             )
@@ -637,6 +651,7 @@ def main() -> None:
     parser.add_argument("--rtt", type=int, default=20_000, help="round trips")
     parser.add_argument("--broadcasts", type=int, default=1000)
     parser.add_argument("--impls", default="skycluster,erlang,asyncio")
+    parser.add_argument("--runs", type=int, default=3, help="runs per side; the median is shown")
     parser.add_argument("--max-seconds", type=float, default=600)
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
@@ -645,29 +660,33 @@ def main() -> None:
         f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs",
         flush=True,
     )
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, Runs] = {}
     with tempfile.TemporaryDirectory(prefix="msgbench-") as tmp:
-        for impl in args.impls.split(","):
-            print(f"running {impl} ...", flush=True)
-            try:
-                results[impl] = run_side(impl, args, Path(tmp))
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:
-                print(f"{impl} failed: {exc}", flush=True)
-                for log in Path(tmp).glob("*.log"):
-                    text = log.read_text()[-2000:]
-                    if text.strip():
-                        print(f"--- {log.name}\n{text}")
-                results[impl] = {}
+        for run in range(1, args.runs + 1):  # sides take turns: load changes hit all of them
+            for impl in args.impls.split(","):
+                print(f"run {run}/{args.runs}: {impl} ...", flush=True)
+                try:
+                    result = run_side(impl, args, Path(tmp))
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:
+                    print(f"{impl} failed: {exc}", flush=True)
+                    for log in Path(tmp).glob("*.log"):
+                        text = log.read_text()[-2000:]
+                        if text.strip():
+                            print(f"--- {log.name}\n{text}")
+                    result = {}
+                results.setdefault(impl, []).append(result)
     print()
     print(table(results))
     load = os.getloadavg()
     print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print("skycluster consumers take messages with mailbox.get_many(); senders use await send.")
+    print(
+        f"median of {args.runs} run(s) per side, sides taking turns; skycluster consumers "
+        "take messages with mailbox.get_many(), senders use await send."
+    )
     if args.json:
         args.json.write_text(json.dumps({"results": results, "load": load}, indent=2))
-    _ = statistics  # the figures are single runs; repeat the command to see the spread
 
 
 if __name__ == "__main__":
