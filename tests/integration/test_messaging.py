@@ -84,8 +84,8 @@ class Peer:
 def start_peer() -> Iterator[Callable[..., Peer]]:
     started: list[Peer] = []
 
-    def start(label: str, *extra: str) -> Peer:
-        name = f"{label}@127.0.0.1:{free_port()}"
+    def start(label: str, *extra: str, name: str | None = None) -> Peer:
+        name = name or f"{label}@127.0.0.1:{free_port()}"
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "msgpeer.py"), name, COOKIE, *extra],
             stdout=subprocess.PIPE,
@@ -375,6 +375,32 @@ async def test_node_killed_mid_stream(start_peer: Callable[..., Peer]) -> None:
         assert seqs == list(range(len(seqs)))  # a prefix of the stream, in order
         with pytest.raises(NodeUnreachable):
             await cluster.send(peer.name, "sink", 1)
+
+
+@async_test
+async def test_sends_resume_after_the_peer_restarts(start_peer: Callable[..., Peer]) -> None:
+    peer = start_peer("phoenix")
+    async with local_cluster() as cluster:
+        events = cluster.subscribe()
+        await cluster.send(peer.name, "sink", ["before", 0])
+
+        async def counted(who: Peer, n: int) -> None:
+            async def check() -> bool:
+                return bool((await stats(cluster, who))["sinks"]["sink"]["count"] >= n)
+
+            await until(check, what=f"{n} message(s) at {who.name}")
+
+        await counted(peer, 1)
+        peer.kill()
+        async with asyncio.timeout(10):
+            while not isinstance(await events.get(), NodeDown):
+                pass
+        again = start_peer("phoenix", name=peer.name)  # same name and port, new incarnation
+        await cluster.send(again.name, "sink", ["after", 0])  # links again by itself
+        await cluster.send(again.name, "sink", ["after", 1])
+        await counted(again, 2)
+        sink = (await stats(cluster, again))["sinks"]["sink"]
+        assert sink["count"] == 2 and sink["last"] == {"after": 1}
 
 
 @async_test
