@@ -4,7 +4,7 @@
     sudo .venv/bin/python benchmarks/gossip.py [--sizes 3,8,16] [--runs 3] [--window 10]
 
 For each size N, ``--runs`` times: N hosts (namespaces joined by a bridge, as
-in tests/netns/ns_gossip.py, nothing in the root namespace) each run one
+in tests/netns/netns.py, nothing in the root namespace) each run one
 ``skycluster agent --strategy gossip --secret ...``, all launched back to back.
 
 * boot: from the first launch until every agent printed ``started``;
@@ -35,7 +35,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "netns"))
 
-from ns_gossip import Agent, Host, Lab, unavailable  # noqa: E402
+from netns import Lab, NsHost, NsProcess, unavailable  # noqa: E402
 
 SECRET = "benchmark-gossip-secret-8d2f61"
 COOKIE = "benchmark-gossip-cookie"
@@ -48,7 +48,7 @@ table inet skyg_count {{
 """
 
 
-def counters(host: Host) -> tuple[int, int, int, int]:
+def counters(host: NsHost) -> tuple[int, int, int, int]:
     """(packets out, bytes out, packets in, bytes in) to the gossip port."""
     text = host.run(["nft", "list", "table", "inet", "skyg_count"]).stdout
     found = [(int(p), int(b)) for p, b in re.findall(r"counter packets (\d+) bytes (\d+)", text)]
@@ -60,9 +60,9 @@ def one_run(n: int, window: float, interval: float, home: Path) -> dict[str, Any
     with Lab() as lab:
         hosts = lab.add_hosts(n)
         for host in hosts:
-            host.run(["nft", "-f", "-"], stdin=COUNTERS)
+            host.run(["nft", "-f", "-"], input=COUNTERS)
         launched = time.time()
-        agents: list[Agent] = [
+        agents: list[NsProcess] = [
             lab.start(
                 host,
                 f"n{host.index}",
@@ -84,7 +84,7 @@ def one_run(n: int, window: float, interval: float, home: Path) -> dict[str, Any
         started = max(a.arrivals[0] for a in agents)
         complete = []
         for agent in agents:
-            agent.wait_members(set(names) - {agent.name}, timeout=120)
+            agent.wait_linked(set(names) - {agent.name}, timeout=120)
             seen: set[str] = set()
             for event in agent.events:
                 if event.get("event") == "nodeup":

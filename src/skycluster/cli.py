@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -17,11 +16,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TextIO
 
-from skycluster import __version__, config
+from skycluster import __version__, config, logs, members
 from skycluster.cluster import Cluster, topologies_from
 from skycluster.config import Option
 from skycluster.dist import portmapper
-from skycluster.errors import ConfigError, StartError
+from skycluster.errors import ConfigError, NodeUnreachable, StartError
 from skycluster.events import Event, NodeDown, NodeUp
 from skycluster.strategy import BUILTIN, strategy_class
 
@@ -91,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log level on stderr [warning] (env SKYCLUSTER_LOG_LEVEL)",
     )
+    common.add_argument(
+        "--log-format",
+        default=os.environ.get("SKYCLUSTER_LOG_FORMAT", "text").lower(),
+        choices=["text", "json"],
+        help="log lines as text or one JSON object each [text] (env SKYCLUSTER_LOG_FORMAT)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
@@ -139,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on; 0.0.0.0 for every interface [127.0.0.1] "
         "(env SKYCLUSTER_EPMD_BIND)",
     )
+    members = commands.add_parser(
+        "members",
+        parents=[common],
+        help="show a running node's members",
+        description="Link to NODE as a hidden node (no event is published anywhere) and "
+        "print its membership view: each peer with its address, since when it is linked, "
+        "its heartbeat round-trip time and metadata. The cookie comes from --cookie, "
+        "SKYCLUSTER_COOKIE or ~/.skycluster/cookie.",
+    )
+    members.add_argument("node", metavar="NODE", help="name@host[:port] of a running node")
+    members.add_argument("--cookie", help="shared secret (prefer SKYCLUSTER_COOKIE)")
+    members.add_argument("--timeout", metavar="S", default="5", help="seconds to wait [5]")
+    members.add_argument("--json", action="store_true", help="print the view as JSON")
     return parser
 
 
@@ -172,6 +190,18 @@ async def _names(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
+async def _members(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    timeout = config.Option("timeout", config.parse_seconds, "").convert(args.timeout, "--timeout")
+    target = config.Option("node", config.parse_name, "").convert(args.node, "NODE")
+    try:
+        status = await members.fetch(target, environ, cookie=args.cookie, timeout=timeout)
+    except (NodeUnreachable, OSError) as exc:
+        print(f"skycluster members: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(status, indent=1) if args.json else members.table(status))
+    return EXIT_OK
+
+
 async def _epmd(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     port = _epmd_port(args, environ)
     stop = asyncio.Event()
@@ -195,11 +225,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     environ = os.environ if environ is None else environ
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(args.log_level, args.log_format)
     try:
         if args.command == "agent":
             return asyncio.run(_agent(args, environ))
@@ -207,6 +233,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return asyncio.run(_names(args, environ))
         if args.command == "epmd":
             return asyncio.run(_epmd(args, environ))
+        if args.command == "members":
+            return asyncio.run(_members(args, environ))
     except ConfigError as exc:
         print(f"skycluster {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -235,10 +263,10 @@ async def _agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     subscription = cluster.subscribe()
     await cluster.start()
     try:
-        _emit(
-            show,
-            {"event": "started", "node": cluster.name, "address": cluster.address},
-        )
+        started = {"event": "started", "node": cluster.name, "address": cluster.address}
+        if cluster.http_address is not None:
+            started["http"] = cluster.http_address
+        _emit(show, started)
         printer = asyncio.create_task(_print_events(subscription, show, stop))
         await stop.wait()
     finally:
@@ -295,7 +323,8 @@ def _text_line(record: dict[str, Any]) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(record.get("time", time.time())))
     kind = record["event"]
     if kind == "started":
-        return f"{stamp} started {record['node']} listening on {record['address']}"
+        http = f", operations on http://{record['http']}/" if record.get("http") else ""
+        return f"{stamp} started {record['node']} listening on {record['address']}{http}"
     if kind == "stopped":
         return f"{stamp} stopped {record['node']}"
     if kind == "nodeup":

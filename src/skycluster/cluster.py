@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from skycluster import config
 from skycluster._tasks import TaskSet
@@ -78,6 +78,8 @@ class Cluster(Messaging):
         epmd_port: int | None = None,
         epmd_bind: str | None = None,
         strategy_restart_backoff: tuple[float, float] = (0.5, 30.0),
+        http: str | None = None,
+        min_nodes: int = 0,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         environ = os.environ if environ is None else environ
@@ -100,6 +102,7 @@ class Cluster(Messaging):
         if any(tls_given) and not all(tls_given):
             raise ConfigError("TLS needs all three of tls_cert, tls_key and tls_ca")
         listen_host, listen_port = _listen_address(node_name, listen, dist_port)
+        http_address, metadata = _operations(http, min_nodes, metadata)
         self._cookie = load_cookie(cookie, environ)
         self.settings = NodeSettings(
             name=node_name,
@@ -115,7 +118,9 @@ class Cluster(Messaging):
             max_frame_size=max_frame_size,
             max_message_size=max_message_size,
             send_buffer_size=send_buffer_size,
-            metadata=dict(metadata or {}),
+            metadata=metadata,
+            http=http_address,
+            min_nodes=min_nodes,
             tls=TLSFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key and tls_ca else None,
             port_mapper=_port_mapper_settings(
                 port_mapper, epmd_port, epmd_bind, listen_host, environ
@@ -165,6 +170,13 @@ class Cluster(Messaging):
         if node is None or not node.port:
             return None
         return format_address(self.settings.name.host, node.port)
+
+    @property
+    def http_address(self) -> str | None:
+        """``host:port`` of the operations endpoint (``http=``), once started."""
+        runtime = self._runtime
+        server = runtime.operations.http if runtime and runtime.operations else None
+        return server.address if server is not None and server.port else None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -246,9 +258,38 @@ class Cluster(Messaging):
 
     # -- membership -----------------------------------------------------------
 
-    def nodes(self) -> list[str]:
-        """Identities of the linked nodes (not this one, not hidden ones)."""
-        return sorted(self._bus.members())
+    @overload
+    def nodes(self, *, with_metadata: Literal[False] = False) -> list[str]: ...
+
+    @overload
+    def nodes(self, *, with_metadata: Literal[True]) -> dict[str, dict[str, Any]]: ...
+
+    def nodes(self, *, with_metadata: bool = False) -> list[str] | dict[str, dict[str, Any]]:
+        """Identities of the linked nodes (not this one, not hidden ones); with
+        ``with_metadata=True`` a dict of identity to the metadata each node announced."""
+        members = self._bus.members()
+        if with_metadata:
+            return {node: dict(members[node].metadata) for node in sorted(members)}
+        return sorted(members)
+
+    async def status(self) -> dict[str, Any]:
+        """This node's membership view, as ``/status`` and ``skycluster members`` show it:
+        every peer with its address, since when it is linked, its last heartbeat
+        round-trip time and its metadata."""
+        from skycluster.ops.status import node_status
+
+        runtime = self._require()
+        assert runtime.node is not None
+        node = runtime.node
+        return await asyncio.wrap_future(runtime.call(lambda: node_status(node)))
+
+    async def remote_status(self, name: str, timeout: float = 5.0) -> dict[str, Any]:
+        """Link to ``name`` (if not linked) and ask for its membership view."""
+        runtime = self._require()
+        assert runtime.node is not None
+        node = runtime.node
+        future = runtime.submit(node.remote_status.query(NodeName.parse(name), timeout))
+        return await asyncio.wrap_future(future)
 
     def members(self) -> dict[str, NodeUp]:
         """Linked nodes with the NodeUp that announced them (address, metadata, time)."""
@@ -448,6 +489,25 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _operations(
+    http: str | None, min_nodes: int, metadata: Mapping[str, Any] | None
+) -> tuple[tuple[str, int] | None, dict[str, Any]]:
+    """Check the operations options: the HTTP address, min_nodes and the metadata size."""
+    address = None
+    if http is not None:
+        try:
+            address = config.http_address(http)
+        except ValueError as exc:
+            raise ConfigError(f"{_spelled('http')}: {exc}") from None
+    if not isinstance(min_nodes, int) or isinstance(min_nodes, bool) or min_nodes < 0:
+        raise ConfigError(f"{_spelled('min_nodes')} must be a whole number >= 0, got {min_nodes!r}")
+    try:
+        checked = config.check_metadata(metadata or {})
+    except ValueError as exc:
+        raise ConfigError(f"{_spelled('metadata')}: {exc}") from None
+    return address, checked
 
 
 def _spelled(key: str) -> str:

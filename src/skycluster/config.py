@@ -49,6 +49,8 @@ class NodeSettings:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     tls: TLSFiles | None = None
     port_mapper: PortMapperSettings | None = None  # None: neither register nor resolve names
+    http: tuple[str, int] | None = None  # operations endpoint (skycluster.ops); None: off
+    min_nodes: int = 0  # /ready answers 200 once this many peers are linked
 
 
 # -- value parsers: each raises ValueError with the accepted form -------------
@@ -97,6 +99,81 @@ def parse_names(text: str) -> list[str]:
     """Comma or whitespace separated node names."""
     names = [part for part in text.replace(",", " ").split() if part]
     return [str(NodeName.parse(name)) for name in names]
+
+
+def parse_count(text: str) -> int:
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 6):
+        raise ValueError("expected a whole number such as 0 or 3")
+    return int(digits)
+
+
+MAX_METADATA = 4 * 1024  # bytes, msgpack-encoded; the handshake refuses more
+
+
+def parse_metadata(text: str) -> dict[str, Any]:
+    """``role=api,zone=eu-1`` or a JSON object ``{"role": "api"}``."""
+    import json
+
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"expected a JSON object: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError("expected a JSON object")
+        return check_metadata(value)
+    pairs: dict[str, Any] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError("expected key=value pairs such as role=api,zone=eu-1")
+        pairs[key.strip()] = value.strip()
+    return check_metadata(pairs)
+
+
+def check_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata must be a map with string keys that fits the handshake (4 KiB encoded)."""
+    import msgpack
+
+    if not all(isinstance(key, str) for key in metadata):
+        raise ValueError("metadata keys must be strings")
+    try:
+        size = len(msgpack.packb(dict(metadata), use_bin_type=True))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(
+            f"metadata must be plain data (str, int, float, bool, lists, maps): {exc}"
+        ) from None
+    if size > MAX_METADATA:
+        raise ValueError(f"metadata is {size} bytes encoded; at most {MAX_METADATA} are allowed")
+    return dict(metadata)
+
+
+def http_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT`` or a bare ``PORT`` (then loopback, 127.0.0.1);
+    port 0 picks a free one."""
+    text = text.strip()
+    if text.isascii() and text.isdigit():
+        host, port_text = "127.0.0.1", text
+    else:
+        host_part, sep, port_text = text.rpartition(":")
+        if not sep or not host_part:
+            raise ValueError("expected HOST:PORT or PORT, such as 127.0.0.1:9100 or 9100")
+        host, _ = parse_address(f"{host_part}:1")
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
+        raise ValueError("expected a port number from 0 to 65535")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return host, port
+
+
+def parse_http(text: str) -> str:
+    host, port = http_address(text)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_listen(text: str) -> str:
@@ -166,6 +243,19 @@ NODE_OPTIONS: tuple[Option, ...] = (
     Option("tls_cert", parse_text, "PEM certificate for TLS links", metavar="FILE"),
     Option("tls_key", parse_text, "PEM private key for TLS links", metavar="FILE"),
     Option("tls_ca", parse_text, "PEM CA that signs members' certificates", metavar="FILE"),
+    Option(
+        "metadata",
+        parse_metadata,
+        "small data shown to peers: role=api,zone=eu-1 or a JSON object (4 KiB)",
+        metavar="K=V,...",
+    ),
+    Option(
+        "http",
+        parse_http,
+        "serve /metrics /health /ready /status /events and a live page on HOST:PORT [off]",
+        metavar="HOST:PORT",
+    ),
+    Option("min_nodes", parse_count, "peers linked before /ready says ready [0]", metavar="N"),
 )
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 LOOPBACK = "127.0.0.1"
 COOKIE = "integration-cookie-7f3a9c21e4"
@@ -31,6 +31,7 @@ WITHIN = 10.0
 
 Event = dict[str, Any]
 Predicate = Callable[[Event], bool]
+T = TypeVar("T")
 
 
 def skycluster_command() -> list[str]:
@@ -71,12 +72,18 @@ def clean_environ(home: Path, extra: Mapping[str, str | None] | None = None) -> 
 
 
 class Process:
-    """A child process whose stdout is JSON lines and stderr is log lines."""
+    """A child process whose stdout is JSON lines and stderr is log lines.
+
+    ``argv`` is the whole command line: a prefix such as ``ip netns exec NS`` runs the
+    program elsewhere. Waits without a ``timeout`` use :attr:`within`."""
+
+    within = WITHIN  # default liveness bound of the waits; a subclass may change it
 
     def __init__(self, label: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
         self.label = label
         self.argv = list(argv)
         self.events: list[Event] = []
+        self.arrivals: list[float] = []  # time.time() when each event was read
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
         self.bad_lines: list[str] = []
@@ -112,6 +119,7 @@ class Process:
                     record = None
                 if isinstance(record, dict) and isinstance(record.get("event"), str):
                     self.events.append(record)
+                    self.arrivals.append(time.time())
                 else:
                     self.bad_lines.append(line)
                 self._changed.notify_all()
@@ -136,28 +144,59 @@ class Process:
         with self._changed:
             return len(self.events)
 
+    def _wait(
+        self,
+        find: Callable[[], T | None],
+        timeout: float | None,
+        stream: str,
+        failure: Callable[[], str],
+    ) -> T:
+        """``find()`` (called with the lock held, again after every new line) until it
+        returns something; fails the test, saying ``failure()``, after ``timeout`` seconds
+        (:attr:`within` when None) or once ``stream`` ended without it."""
+        timeout = self.within if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while (found := find()) is None:
+                remaining = deadline - time.monotonic()
+                ended = self._eof[stream]
+                if remaining <= 0 or ended:
+                    raise AssertionError(
+                        f"{self.label}: {failure()} within {timeout} s"
+                        f"{' (its output ended)' if ended else ''}\n{self.describe()}"
+                    )
+                self._changed.wait(remaining)
+            return found
+
+    @staticmethod
+    def _first(items: list[T], since: int, match: Callable[[T], bool]) -> Callable[[], T | None]:
+        """A ``find`` for :meth:`_wait`: the first item of ``items`` (a list that grows)
+        from position ``since`` on that matches; each item is looked at once."""
+        position = since
+
+        def find() -> T | None:
+            nonlocal position
+            while position < len(items):
+                item = items[position]
+                position += 1
+                if match(item):
+                    return item
+            return None
+
+        return find
+
     def wait_for(
-        self, predicate: Predicate, timeout: float = WITHIN, *, since: int = 0, what: str = ""
+        self,
+        predicate: Predicate,
+        timeout: float | None = None,
+        *,
+        since: int = 0,
+        what: str = "",
     ) -> Event:
         """The first event from position ``since`` on that satisfies ``predicate``;
         fails the test when none arrives within ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            position = since
-            while True:
-                while position < len(self.events):
-                    event = self.events[position]
-                    position += 1
-                    if predicate(event):
-                        return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._eof["stdout"]:
-                    raise AssertionError(
-                        f"{self.label}: no {what or 'matching event'} within {timeout} s"
-                        f"{' (its output ended)' if self._eof['stdout'] else ''}\n"
-                        f"{self.describe()}"
-                    )
-                self._changed.wait(remaining)
+        find = self._first(self.events, since, predicate)
+        return self._wait(find, timeout, "stdout", lambda: f"no {what or 'matching event'}")
 
     def expect_none(
         self, predicate: Predicate, duration: float, *, since: int = 0, what: str = ""
@@ -165,48 +204,56 @@ class Process:
         """Watch for ``duration`` seconds (an observation window for something that
         must not happen); fails as soon as a matching event appears."""
         deadline = time.monotonic() + duration
+        find = self._first(self.events, since, predicate)
         with self._changed:
-            position = since
-            while True:
-                while position < len(self.events):
-                    event = self.events[position]
-                    position += 1
-                    if predicate(event):
-                        raise AssertionError(
-                            f"{self.label}: unexpected {what or 'event'}: {event}\n"
-                            f"{self.describe()}"
-                        )
+            while (event := find()) is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
                 self._changed.wait(remaining)
+        raise AssertionError(
+            f"{self.label}: unexpected {what or 'event'}: {event}\n{self.describe()}"
+        )
 
-    def wait_for_log(self, pattern: str, timeout: float = WITHIN) -> str:
+    def wait_for_log(self, pattern: str, timeout: float | None = None) -> str:
         """The first stderr line matching the regular expression ``pattern``."""
         regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
+        find = self._first(self.stderr_lines, 0, lambda line: regex.search(line) is not None)
+        return self._wait(find, timeout, "stderr", lambda: f"no log line matching {pattern!r}")
+
+    def logs(self, pattern: str) -> list[str]:
+        """The stderr lines so far that match the regular expression ``pattern``."""
+        regex = re.compile(pattern)
         with self._changed:
-            position = 0
-            while True:
-                while position < len(self.stderr_lines):
-                    line = self.stderr_lines[position]
-                    position += 1
-                    if regex.search(line):
-                        return line
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._eof["stderr"]:
-                    raise AssertionError(
-                        f"{self.label}: no log line matching {pattern!r} within {timeout} s\n"
-                        f"{self.describe()}"
-                    )
-                self._changed.wait(remaining)
+            return [line for line in self.stderr_lines if regex.search(line)]
 
     def events_since(self, since: int = 0) -> list[Event]:
         with self._changed:
             return list(self.events[since:])
 
-    def wait_exit(self, timeout: float = WITHIN) -> int:
+    def membership_events(self, since: int = 0) -> list[Event]:
+        return [e for e in self.events_since(since) if e["event"] in ("nodeup", "nodedown")]
+
+    def linked(self) -> set[str]:
+        """Peers whose last event in this process's output is a nodeup."""
+        state: dict[str, bool] = {}
+        for event in self.membership_events():
+            state[event["node"]] = event["event"] == "nodeup"
+        return {node for node, up in state.items() if up}
+
+    def wait_linked(self, expected: Iterable[str], timeout: float | None = None) -> None:
+        """Wait until :meth:`linked` is exactly ``expected``."""
+        wanted = set(expected)
+        self._wait(
+            lambda: True if self.linked() == wanted else None,
+            timeout,
+            "stdout",
+            lambda: f"linked to {sorted(self.linked())}, expected {sorted(wanted)}",
+        )
+
+    def wait_exit(self, timeout: float | None = None) -> int:
         """The exit code, once the process ended and its output is read to the end."""
+        timeout = self.within if timeout is None else timeout
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -229,9 +276,9 @@ class Process:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGCONT)  # a stopped process dies just as well
             self.proc.kill()
-        self.proc.wait(WITHIN)
+        self.proc.wait(self.within)
         for reader in self._readers:
-            reader.join(WITHIN)
+            reader.join(self.within)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
@@ -287,16 +334,6 @@ class Agent(Process):
             since=since,
             what=f"nodedown of {node}",
         )
-
-    def membership_events(self, since: int = 0) -> list[Event]:
-        return [e for e in self.events_since(since) if e["event"] in ("nodeup", "nodedown")]
-
-    def linked(self) -> set[str]:
-        """Peers whose last event in this agent's output is a nodeup."""
-        state: dict[str, bool] = {}
-        for event in self.membership_events():
-            state[event["node"]] = event["event"] == "nodeup"
-        return {node for node, up in state.items() if up}
 
 
 def alternation_errors(process: Process) -> list[str]:

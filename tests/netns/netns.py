@@ -1,28 +1,36 @@
 """Several hosts on one machine: Linux network namespaces joined by a bridge.
 
-:class:`Lab` creates, for one test, a namespace ``skyc-br-<tag>`` holding a bridge
-``br0``, and one namespace ``skyc-h<i>-<tag>`` per host, joined to the bridge by a veth
-pair (``eth0`` in the host, ``v<i>`` on the bridge) and addressed ``10.213.X.<i>/24``
-(X random per lab). ``lo`` is up everywhere. Nothing is created in, or changed about,
-the root namespace: no test packet can leave the machine.
+:class:`Lab` creates namespaces for one test (or one benchmark run): a namespace
+``skyc-br-<tag>`` holding a bridge ``br0`` (multicast flooded, no IGMP snooping), and one
+namespace ``skyc-h<i>-<tag>`` per host (:meth:`Lab.add_hosts`), joined to the bridge by a
+veth pair (``eth0`` in the host, ``v<i>`` on the bridge), addressed ``10.213.X.<i>/24``
+(X random per lab), with a route for multicast (224.0.0.0/4) on ``eth0``. An *isolated*
+host (:meth:`Lab.isolated_host`, ``skyc-solo<i>-<tag>``) has only ``lo``, multicast routed
+to it: one machine alone, without a real interface. ``lo`` is up everywhere. Nothing is
+created in, or changed about, the root namespace: no test packet can leave the machine.
+
+A host (:class:`NsHost`) runs commands, can be cut off the bridge and brought back
+(:meth:`NsHost.link_down`, :meth:`NsHost.link_up`) and can drop a share of the packets it
+receives (:meth:`NsHost.set_loss`: ``tc netem``, else an nftables rule that counts).
 
 :meth:`Lab.close` (also on a failed setup, and from the :func:`lab` fixture's
 finalizer) kills every process started in the lab's namespaces and deletes the
-namespaces, which removes the bridge and the veths with them.
+namespaces, which removes the bridge, the veths, qdiscs and nftables tables with them.
 
 :func:`lab` is a pytest fixture: import it into a test module (``from netns import
 lab``) to use it. It skips the test, with the reason, where namespaces cannot be made
 (not root, no ``ip``, ``ip netns add`` refused).
 
-:class:`NsProcess` is a program started in a host (:meth:`Lab.spawn`): threads read its
-stdout (JSON lines become :attr:`NsProcess.events`) and stderr, so that tests wait for
-events with a deadline instead of sleeping.
+:class:`NsProcess` is a program started in a host (:meth:`Lab.spawn`, :meth:`Lab.start`
+for ``skycluster agent --json``): the integration tests' :class:`agents.Process` (threads
+read its JSON events and log lines, so that tests wait with a deadline instead of
+sleeping), run through ``ip netns exec``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import os
 import random
 import re
@@ -30,21 +38,27 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+# The process wrapper and the environment of the integration tests (tests/integration).
+_INTEGRATION = str(Path(__file__).resolve().parent.parent / "integration")
+if _INTEGRATION not in sys.path:
+    sys.path.insert(0, _INTEGRATION)
+
+import agents  # noqa: E402
+from agents import Process, skycluster_command  # noqa: E402
+
 PREFIX = "skyc"
+NETWORK = "10.213"  # hosts are NETWORK.X.<index>, X random per lab
 WITHIN = 15.0  # liveness bound for what should happen (not a timing claim)
+LOSS_TABLE = "skyg_loss"  # the nftables table of NsHost.set_loss
 
-Event = dict[str, Any]
 
-
+@functools.cache
 def unavailable() -> str | None:
     """Why network namespaces cannot be used here, or None when they can."""
     if not sys.platform.startswith("linux"):
@@ -61,50 +75,162 @@ def unavailable() -> str | None:
     return None
 
 
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``ip ARGS``; raise with its stderr when it fails and ``check`` is set."""
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to completion (stdin: ``input``, else nothing); raise with its stderr
+    when it fails and ``check`` is set."""
+    result = subprocess.run(
+        list(argv),
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if check and result.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)} failed: {result.stderr.strip()}")
+        raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
     return result
 
 
-@dataclass(frozen=True)
-class NsHost:
-    """One host of a lab: a namespace and its address on the bridge."""
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``ip ARGS``; raise with its stderr when it fails and ``check`` is set."""
+    return run(["ip", *args], check=check)
 
+
+def clean_environ(home: Path, extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """:func:`agents.clean_environ` with ``home`` created and the test session's port
+    mapper port (``SKYCLUSTER_EPMD_PORT``, where set) kept: a free port of the root
+    namespace means nothing in a host. ``extra`` sets (or, with None, removes) variables."""
+    home.mkdir(parents=True, exist_ok=True)
+    session = {"SKYCLUSTER_EPMD_PORT": os.environ.get("SKYCLUSTER_EPMD_PORT")}
+    return agents.clean_environ(home, {**session, **(extra or {})})
+
+
+class LossUnsupported(RuntimeError):
+    """Neither tc netem nor nftables can drop packets here."""
+
+
+class NsProcess(Process):
+    """A program in a lab host (its argv starts with ``ip netns exec NS``)."""
+
+    within = WITHIN
+
+    @property
+    def name(self) -> str:
+        """The node name from the ``started`` event (waits for it)."""
+        started = self.wait_for(lambda e: e["event"] == "started", what="started event")
+        return str(started["node"])
+
+
+@dataclass(eq=False)
+class NsHost:
+    """One host of a lab: a namespace, its address and its interface (``eth0`` on the
+    bridge; ``lo`` and 127.0.0.1 for an isolated host)."""
+
+    lab: Lab = field(repr=False)
     index: int
     netns: str
     address: str
+    interface: str = "eth0"
+    loss_method: str | None = None  # "netem" or "nftables" while set_loss is in force
 
     def command(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run inside this host's namespace."""
         return ["ip", "netns", "exec", self.netns, *argv]
 
+    def run(
+        self, argv: Sequence[str], *, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in this host; raises RuntimeError when it fails."""
+        return run(self.command(argv), input=input)
+
+    def ip(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``ip ARGS`` in this host."""
+        return ip("-n", self.netns, *args)
+
+    def link_down(self) -> None:
+        """Cut this host off (its veth end on the bridge goes down)."""
+        ip("-n", self.lab.bridge_ns, "link", "set", f"v{self.index}", "down")
+
+    def link_up(self) -> None:
+        ip("-n", self.lab.bridge_ns, "link", "set", f"v{self.index}", "up")
+
+    def set_loss(self, percent: int) -> str:
+        """Drop ``percent`` % of the packets this host receives: ``tc netem`` where the
+        kernel has it, else an nftables rule in the netdev ingress hook. Returns the
+        method used ("netem" or "nftables")."""
+        tc = ["tc", "qdisc", "add", "dev", self.interface, "root", "netem", "loss", f"{percent}%"]
+        netem = run(self.command(tc), check=False)
+        if netem.returncode == 0:
+            self.loss_method = "netem"
+            return "netem"
+        if shutil.which("nft") is None:
+            raise LossUnsupported(
+                f"no way to drop packets: tc netem failed ({netem.stderr.strip()}) and nft "
+                "(Debian's nftables) is missing: run scripts/install-system-deps"
+            )
+        rules = (
+            f"table netdev {LOSS_TABLE} {{\n"
+            "  chain ingress {\n"
+            f"    type filter hook ingress device {self.interface} priority 0; policy accept;\n"
+            f"    numgen random mod 100 < {percent} counter drop\n"
+            "  }\n"
+            "}\n"
+        )
+        self.run(["nft", "-f", "-"], input=rules)
+        self.loss_method = "nftables"
+        return "nftables"
+
+    def dropped_packets(self) -> int:
+        """Packets dropped by the nftables loss rule so far (0 with netem or no rule)."""
+        if self.loss_method != "nftables":
+            return 0
+        out = self.run(["nft", "list", "table", "netdev", LOSS_TABLE]).stdout
+        match = re.search(r"counter packets (\d+)", out)
+        return int(match.group(1)) if match else 0
+
+    def clear_loss(self) -> None:
+        if self.loss_method == "netem":
+            run(self.command(["tc", "qdisc", "del", "dev", self.interface, "root"]), check=False)
+        elif self.loss_method == "nftables":
+            run(self.command(["nft", "delete", "table", "netdev", LOSS_TABLE]), check=False)
+        self.loss_method = None
+
 
 class Lab:
-    """Hosts (namespaces) on one bridge, in 10.213.X.0/24. A context manager."""
+    """Hosts (namespaces) on one bridge, in 10.213.X.0/24. A context manager;
+    ``Lab(n)`` creates ``n`` hosts on entry, :meth:`add_hosts` more at any time."""
 
-    def __init__(self, hosts: int = 2, *, tag: str | None = None) -> None:
-        if not 1 <= hosts <= 250:
-            raise ValueError(f"hosts={hosts}: a lab has 1 to 250 hosts")
+    def __init__(self, hosts: int = 0, *, tag: str | None = None) -> None:
         self.tag = tag or f"{os.getpid() % 100000}-{random.randrange(1 << 16):04x}"
         self.subnet = random.randrange(1, 255)
-        self.count = hosts
+        self.initial = hosts
         self.hosts: list[NsHost] = []
         self.namespaces: list[str] = []
-        self.bridge_ns = f"{PREFIX}-br-{self.tag}"
+        self.bridge_ns = ""  # created with the first host on the bridge
         self.processes: list[NsProcess] = []
 
     def address(self, index: int) -> str:
         """The address of host ``index`` (1-based); also usable for absent hosts."""
-        return f"10.213.{self.subnet}.{index}"
+        return f"{NETWORK}.{self.subnet}.{index}"
+
+    @property
+    def broadcast(self) -> str:
+        return self.address(255)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def __enter__(self) -> Lab:
         try:
-            self._create()
+            self.add_hosts(self.initial)
         except BaseException:
             self.close()
             raise
@@ -113,18 +239,27 @@ class Lab:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _add_netns(self, name: str) -> None:
-        ip("netns", "add", name)
-        self.namespaces.append(name)
-        ip("-n", name, "link", "set", "lo", "up")
+    def _add_netns(self, name: str) -> str:
+        netns = f"{PREFIX}-{name}-{self.tag}"
+        ip("netns", "add", netns)
+        self.namespaces.append(netns)
+        ip("-n", netns, "link", "set", "lo", "up")
+        return netns
 
-    def _create(self) -> None:
-        self._add_netns(self.bridge_ns)
-        ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
-        ip("-n", self.bridge_ns, "link", "set", "br0", "up")
-        for index in range(1, self.count + 1):
-            netns = f"{PREFIX}-h{index}-{self.tag}"
-            self._add_netns(netns)
+    def add_hosts(self, count: int) -> list[NsHost]:
+        """``count`` more hosts on the bridge (which the first one creates)."""
+        if count and not self.bridge_ns:
+            self.bridge_ns = self._add_netns("br")
+            ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
+            # Multicast flooding without IGMP snooping state, so that joins need no querier.
+            ip("-n", self.bridge_ns, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
+            ip("-n", self.bridge_ns, "link", "set", "br0", "up")
+        added = []
+        for _ in range(count):
+            index = len(self.hosts) + 1
+            if index > 250:
+                raise ValueError("a lab has at most 250 hosts")
+            netns = self._add_netns(f"h{index}")
             # Both ends are created inside namespaces: the root namespace never sees them.
             ip(
                 "-n", netns, "link", "add", "eth0", "type", "veth",
@@ -133,16 +268,30 @@ class Lab:
             ip("-n", self.bridge_ns, "link", "set", f"v{index}", "master", "br0", "up")
             ip("-n", netns, "addr", "add", f"{self.address(index)}/24", "dev", "eth0")
             ip("-n", netns, "link", "set", "eth0", "up")
-            self.hosts.append(NsHost(index, netns, self.address(index)))
+            ip("-n", netns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+            host = NsHost(self, index, netns, self.address(index))
+            self.hosts.append(host)
+            added.append(host)
+        return added
+
+    def isolated_host(self) -> NsHost:
+        """A namespace with only ``lo``, multicast routed to it: one machine alone."""
+        index = len(self.hosts) + 1
+        netns = self._add_netns(f"solo{index}")
+        ip("-n", netns, "route", "add", "224.0.0.0/4", "dev", "lo", "src", "127.0.0.1")
+        host = NsHost(self, index, netns, "127.0.0.1", "lo")
+        self.hosts.append(host)
+        return host
 
     def close(self) -> None:
-        """Kill what runs in the lab and delete its namespaces. Idempotent."""
+        """Kill what runs in the lab and delete its namespaces (and with them everything
+        made in them: veths, bridge, qdiscs, nftables tables). Idempotent."""
         for process in self.processes:
-            process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.kill()
         for netns in self.namespaces:
             # Anything else still running in the namespace (children of our processes).
-            pids = ip("netns", "pids", netns, check=False).stdout.split()
-            for pid in pids:
+            for pid in ip("netns", "pids", netns, check=False).stdout.split():
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
         for netns in reversed(self.namespaces):
@@ -150,6 +299,7 @@ class Lab:
         self.namespaces.clear()
         self.hosts.clear()
         self.processes.clear()
+        self.bridge_ns = ""
 
     # -- running things in hosts -------------------------------------------------------
 
@@ -169,16 +319,8 @@ class Lab:
         timeout: float = WITHIN,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` to completion in ``host`` (an :class:`NsHost` or the name of one
-        of this lab's namespaces, the bridge's included)."""
-        return subprocess.run(
-            self._command(host, argv),
-            env=None if env is None else dict(env),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        of this lab's namespaces, the bridge's included); the caller checks the result."""
+        return run(self._command(host, argv), check=False, env=env, timeout=timeout)
 
     def spawn(
         self, host: NsHost | str, label: str, argv: Sequence[str], *, env: Mapping[str, str]
@@ -188,140 +330,36 @@ class Lab:
         self.processes.append(process)
         return process
 
+    def start(
+        self,
+        host: NsHost,
+        name: str,
+        args: Sequence[str] = (),
+        *,
+        env: Mapping[str, str | None] | None = None,
+        home: Path,
+    ) -> NsProcess:
+        """``skycluster agent --json ARGS`` in ``host``, named ``name@<host address>``
+        (``name`` itself when it contains '@'; no --name flag when it is empty). Nothing
+        is configured but ``env``: no port mapper port either (the default, 4369, is the
+        host's own)."""
+        argv = [*skycluster_command(), "agent", "--json"]
+        if name:
+            argv += ["--name", name if "@" in name else f"{name}@{host.address}"]
+        argv += list(args)
+        environ = clean_environ(home, {"SKYCLUSTER_EPMD_PORT": None, **(env or {})})
+        return self.spawn(host, name or "agent", argv, env=environ)
+
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    """A two-host lab, removed at the end of the test (the test is skipped where
-    namespaces cannot be created)."""
+    """An empty lab (:meth:`Lab.add_hosts`, :meth:`Lab.isolated_host`), removed at the
+    end of the test, which checks that no namespace of it is left; the test is skipped
+    where namespaces cannot be created."""
     reason = unavailable()
     if reason is not None:
-        pytest.skip(reason)
-    with Lab(2) as created:
+        pytest.skip(f"needs Linux network namespaces: {reason}")
+    with Lab() as created:
         yield created
-
-
-def clean_environ(home: Path, extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
-    """The test runner's environment (so the session's SKYCLUSTER_EPMD_PORT is kept)
-    without the other skycluster/libcluster settings, HOME in ``home``; ``extra`` sets
-    (or, with None, removes) variables."""
-    environ = {
-        key: value
-        for key, value in os.environ.items()
-        if key == "SKYCLUSTER_EPMD_PORT" or not key.startswith(("SKYCLUSTER_", "LIBCLUSTER_"))
-    }
-    home.mkdir(parents=True, exist_ok=True)
-    environ["HOME"] = str(home)
-    environ["PYTHONUNBUFFERED"] = "1"
-    for key, value in (extra or {}).items():
-        if value is None:
-            environ.pop(key, None)
-        else:
-            environ[key] = value
-    return environ
-
-
-class NsProcess:
-    """A program whose stdout lines are read as JSON events and stderr lines as logs."""
-
-    def __init__(self, label: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
-        self.label = label
-        self.events: list[Event] = []
-        self.stdout_lines: list[str] = []
-        self.stderr_lines: list[str] = []
-        self._changed = threading.Condition()
-        self._eof = False
-        self.proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env),
-            text=True,
-            bufsize=1,
-        )
-        self._threads = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _read(self, stream: Any, is_stdout: bool) -> None:
-        for raw in stream:
-            line = raw.rstrip("\n")
-            with self._changed:
-                if is_stdout:
-                    self.stdout_lines.append(line)
-                    with contextlib.suppress(ValueError):
-                        record = json.loads(line)
-                        if isinstance(record, dict) and "event" in record:
-                            self.events.append(record)
-                else:
-                    self.stderr_lines.append(line)
-                self._changed.notify_all()
-        if is_stdout:
-            with self._changed:
-                self._eof = True
-                self._changed.notify_all()
-
-    def mark(self) -> int:
-        with self._changed:
-            return len(self.events)
-
-    def wait_for(
-        self,
-        predicate: Callable[[Event], bool],
-        timeout: float = WITHIN,
-        *,
-        since: int = 0,
-        what: str = "matching event",
-    ) -> Event:
-        """The first event from ``since`` on that satisfies ``predicate``; fails the
-        test when none comes within ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            position = since
-            while True:
-                while position < len(self.events):
-                    event = self.events[position]
-                    position += 1
-                    if predicate(event):
-                        return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._eof:
-                    ended = " (its output ended)" if self._eof else ""
-                    raise AssertionError(
-                        f"{self.label}: no {what} within {timeout} s{ended}\n{self.describe()}"
-                    )
-                self._changed.wait(remaining)
-
-    def events_since(self, since: int = 0) -> list[Event]:
-        with self._changed:
-            return list(self.events[since:])
-
-    def logs(self, pattern: str) -> list[str]:
-        regex = re.compile(pattern)
-        with self._changed:
-            return [line for line in self.stderr_lines if regex.search(line)]
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        """kill -9, then collect the process and the rest of its output. Idempotent."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(WITHIN)
-        for thread in self._threads:
-            thread.join(WITHIN)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-    def describe(self) -> str:
-        with self._changed:
-            out = "\n".join(f"    {line}" for line in self.stdout_lines[-30:])
-            err = "\n".join(f"    {line}" for line in self.stderr_lines[-30:])
-        return f"  {self.label} stdout:\n{out}\n  {self.label} stderr:\n{err}"
+    left = ip("netns", "list", check=False).stdout
+    assert created.tag not in left, f"namespaces left behind:\n{left}"

@@ -2,7 +2,7 @@
 ``skycluster agent --strategy gossip`` per host, multicast for real.
 
 Every namespace, veth, bridge and nftables rule is created by the test and
-removed after it (see ns_gossip.py); nothing is sent from the root namespace.
+removed after it (see netns.py); nothing is sent from the root namespace.
 Where namespaces cannot be created (not root, no iproute2), these tests skip
 and say why.
 """
@@ -14,11 +14,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ns_gossip import WITHIN, Agent, Host, Lab, LossUnsupported, unavailable
+from netns import WITHIN, Lab, LossUnsupported, NsHost, NsProcess, lab
+
+__all__ = ["lab"]  # the fixture, imported so that pytest finds it here
 
 pytestmark = pytest.mark.netns
 
@@ -26,31 +27,8 @@ COOKIE = "netns-gossip-cookie-5d1e"
 SECRET = "netns-gossip-secret-0b7c9a"
 FAST = ["--heartbeat-interval", "0.5", "--heartbeat-timeout", "2", "--gossip-interval", "0.5"]
 
-_REASON: list[str | None] = []
 
-
-def _unavailable() -> str | None:
-    if not _REASON:
-        _REASON.append(unavailable())
-    return _REASON[0]
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    reason = _unavailable()
-    if reason is not None:
-        pytest.skip(f"gossip across hosts needs network namespaces: {reason}")
-    lab = Lab()
-    try:
-        yield lab
-    finally:
-        tag = lab.tag
-        lab.close()
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert tag not in left, f"namespaces left behind:\n{left}"
-
-
-def gossip_agent(lab: Lab, host: Host, name: str, home: Path, *args: str) -> Agent:
+def gossip_agent(lab: Lab, host: NsHost, name: str, home: Path, *args: str) -> NsProcess:
     return lab.start(
         host,
         name,
@@ -59,18 +37,18 @@ def gossip_agent(lab: Lab, host: Host, name: str, home: Path, *args: str) -> Age
     )
 
 
-def full_mesh(agents: list[Agent], timeout: float = WITHIN) -> list[str]:
+def full_mesh(agents: list[NsProcess], timeout: float = WITHIN) -> list[str]:
     names = [a.name for a in agents]
     for agent in agents:
-        agent.wait_members(set(names) - {agent.name}, timeout)
+        agent.wait_linked(set(names) - {agent.name}, timeout)
     return names
 
 
-def nodeups(agent: Agent) -> set[str]:
+def nodeups(agent: NsProcess) -> set[str]:
     return {e["node"] for e in agent.events if e.get("event") == "nodeup"}
 
 
-def nodedowns(agent: Agent, since: int = 0) -> list[dict[str, object]]:
+def nodedowns(agent: NsProcess, since: int = 0) -> list[dict[str, object]]:
     return [e for e in agent.events[since:] if e.get("event") == "nodedown"]
 
 
@@ -131,7 +109,7 @@ def test_three_hosts_form_a_full_mesh_and_outsiders_are_left_out(lab: Lab, tmp_p
     names = full_mesh(members)
 
     # The outsiders heard the cluster (so the network works) and were not let in.
-    wrong_secret.wait_for_log(r"dropped a gossip packet from 10\.231\.\d+\.\d+:\d+: unknown_key")
+    wrong_secret.wait_for_log(r"dropped a gossip packet from 10\.213\.\d+\.\d+:\d+: unknown_key")
     no_secret.wait_for_log(r"dropped a gossip packet from .*: sealed")
     for member in members:
         member.wait_for_log(r"dropped a gossip packet from .*: (unknown_key|unsealed)")
@@ -144,7 +122,7 @@ def test_three_hosts_form_a_full_mesh_and_outsiders_are_left_out(lab: Lab, tmp_p
         assert nodedowns(member) == [], member.describe()
     for outsider in (wrong_secret, wrong_cookie, no_secret):
         assert nodeups(outsider) == set(), outsider.describe()
-        assert outsider.alive()
+        assert outsider.running
 
 
 def test_a_partition_is_seen_on_both_sides_and_heals_by_itself(lab: Lab, tmp_path: Path) -> None:
@@ -157,9 +135,9 @@ def test_a_partition_is_seen_on_both_sides_and_heals_by_itself(lab: Lab, tmp_pat
 
     hosts[2].link_down()
     timeout = 2.0 + 0.5 + 3.0  # heartbeat timeout, one check, generous slack
-    a3.wait_members(set(), timeout)
-    a1.wait_members({n2}, timeout)
-    a2.wait_members({n1}, timeout)
+    a3.wait_linked(set(), timeout)
+    a1.wait_linked({n2}, timeout)
+    a2.wait_linked({n1}, timeout)
     for agent, mark in zip(agents, marks, strict=True):
         for event in nodedowns(agent, mark):
             assert event["reason"] == "heartbeat_timeout", agent.describe()
@@ -338,7 +316,7 @@ def test_bad_packets_and_floods_are_dropped_counted_and_logged_once(
     time.sleep(1.5)  # a few more heartbeats: the cluster survived the flood
     elapsed = time.monotonic() - began
     for agent, mark in zip(agents, marks, strict=True):
-        assert agent.alive()
+        assert agent.running
         assert nodedowns(agent, mark) == [], agent.describe()
         # 50 to 5000 bad packets per reason, at most one line per reason per 10 s.
         for reason in (*REASONS, "flood"):

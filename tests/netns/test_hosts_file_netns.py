@@ -73,25 +73,17 @@ def wait_mesh(agents: Sequence[NsProcess]) -> None:
                 agent.wait_for(nodeup_of(other.label), what=f"nodeup of {other.label}")
 
 
-def linked(agent: NsProcess) -> set[str]:
-    state: dict[str, bool] = {}
-    for event in agent.events:
-        if event["event"] in ("nodeup", "nodedown"):
-            state[event["node"]] = event["event"] == "nodeup"
-    return {node for node, up in state.items() if up}
-
-
 def test_agents_on_two_hosts_form_one_cluster_through_the_hosts_file(
     lab: Lab, tmp_path: Path
 ) -> None:
+    h1, h2 = lab.add_hosts(2)
     cluster = Hosts(lab, tmp_path)
-    h1, h2 = lab.hosts
     a, b = cluster.agent(h1, "a"), cluster.agent(h1, "b")
     c, d = cluster.agent(h2, "c"), cluster.agent(h2, "d")
     everyone = [a, b, c, d]
     wait_mesh(everyone)
     for agent in everyone:
-        assert linked(agent) == {o.label for o in everyone if o is not agent}
+        assert agent.linked() == {o.label for o in everyone if o is not agent}
         assert agent.running
 
     # Each host's port mapper knows its own agents only, and answers the other host.
@@ -120,8 +112,8 @@ def test_agents_on_two_hosts_form_one_cluster_through_the_hosts_file(
 def test_a_host_keeps_its_port_mapper_when_the_agent_serving_it_dies(
     lab: Lab, tmp_path: Path
 ) -> None:
+    h1, h2 = lab.add_hosts(2)
     cluster = Hosts(lab, tmp_path)
-    h1, h2 = lab.hosts
     a = cluster.agent(h1, "a")
     c, d = cluster.agent(h2, "c"), cluster.agent(h2, "d")  # c serves h2's port mapper
     wait_mesh([a, c, d])
@@ -138,14 +130,14 @@ def test_a_host_keeps_its_port_mapper_when_the_agent_serving_it_dies(
     for agent in (a, d):
         downs = [ev for ev in agent.events_since(marks[agent]) if ev["event"] == "nodedown"]
         assert [ev["node"] for ev in downs] == [c.label], downs
-    assert linked(e) == {a.label, d.label}
+    assert e.linked() == {a.label, d.label}
 
 
 def test_an_embedded_port_mapper_bound_to_every_address(lab: Lab, tmp_path: Path) -> None:
     """``epmd_bind=""`` (every address, as PortMapperSettings documents): the node
     registers over loopback and the port mapper answers on the host's address too.
     In a namespace, so that nothing listens on the machine's real interfaces."""
-    h1 = lab.hosts[0]
+    (h1,) = lab.add_hosts(1)
     script = (
         "import asyncio, json, skycluster\n"
         "from skycluster.dist import portmapper\n"
@@ -164,7 +156,7 @@ def test_an_embedded_port_mapper_bound_to_every_address(lab: Lab, tmp_path: Path
 
 
 def test_one_port_mapper_per_host_whatever_address_the_nodes_use(lab: Lab, tmp_path: Path) -> None:
-    h1 = lab.hosts[0]
+    (h1,) = lab.add_hosts(1)
     env = clean_environ(tmp_path / "home", {"SKYCLUSTER_COOKIE": COOKIE})
     started = []
     for identity in (f"a@{h1.address}", "b@127.0.0.1"):

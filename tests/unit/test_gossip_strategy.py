@@ -209,12 +209,16 @@ class FakeContext:
         self.advertised_name = ME
         self.log = logging.getLogger("skycluster.strategy.test-gossip")
         self.stats: dict[str, int] = {}
+        self.telemetry: list[tuple[str, dict[str, float], dict[str, Any]]] = []
         self.linked: set[str] = set()
         self.connects: list[str] = []
         self.connect_result = connect_result
 
     def count(self, key: str, n: int = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
+
+    def emit(self, event: str, measurements: dict[str, float], **metadata: Any) -> None:
+        self.telemetry.append((event, measurements, metadata))
 
     def nodes(self) -> list[str]:
         return sorted(self.linked)
@@ -313,6 +317,8 @@ def test_drops_are_counted_per_reason_and_logged_once_per_interval(
             "authentication",
         ):
             assert ctx.stats[f"gossip_dropped_{reason}"] == 100, reason
+            telemetry = [e for e in ctx.telemetry if e[2] == {"reason": reason}]
+            assert len(telemetry) == 100 and telemetry[0][:2] == ("gossip.dropped", {"count": 1.0})
         assert ctx.connects == ["peer@10.0.0.2:4402"]  # only the genuine packet
         await run.tasks.aclose()
 

@@ -36,7 +36,9 @@ PING = 1  # [PING, seq]            heartbeat; answered with PONG
 PONG = 2  # [PONG, seq]
 PEERS = 3  # [PEERS, [name, ...]]  the sender's visible links (name@host:port)
 GOODBYE = 4  # [GOODBYE, reason]   the sender is about to close: "shutdown" | "disconnect"
-# Types 5..9 carry messages; skycluster.messaging.wire describes them.
+# 5..19 belong to messaging (5..9 in use: skycluster.messaging.wire); 20 and up to
+# operations (skycluster.ops.remote, docs/protocol.md).
+STATUS_REQUEST = 20  # [STATUS_REQUEST, id] / [STATUS, id, map]: a peer's membership view
 
 
 class LinkRefused(Exception):
@@ -103,6 +105,7 @@ class Link(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
+        self.node.traffic.bytes_in += len(data)
         try:
             if self.up:
                 self._link_data(data)
@@ -192,6 +195,7 @@ class Link(asyncio.Protocol):
         messenger = self.node.messenger
         try:
             for payload in self._decoder.feed(data):
+                self.node.traffic.frames_in += 1
                 kind = wire.frame_kind(payload)
                 if wire.FIRST <= kind <= wire.LAST:
                     messenger.frame_received(self, kind, payload)
@@ -212,6 +216,9 @@ class Link(asyncio.Protocol):
         elif kind == PONG:
             if frame[1] == self._ping_seq and self.last_ping:
                 self.rtt = time.monotonic() - self.last_ping
+                self.node.emit("heartbeat.rtt", {"rtt": self.rtt}, peer=self.identity)
+        elif kind >= STATUS_REQUEST:  # operations frames (skycluster.ops.remote)
+            self.node.remote_status.received(self, frame)
         elif kind == PEERS:
             names = frame[1]
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -225,6 +232,7 @@ class Link(asyncio.Protocol):
         # Unknown frame types are ignored so that newer peers can add some.
 
     def send(self, frame: Any) -> None:
+        self.node.traffic.frames_out += 1
         self._write(frames.encode(frame))
 
     def ping(self, now: float) -> None:
@@ -234,6 +242,7 @@ class Link(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
+            self.node.traffic.bytes_out += len(data)
             with self.write_lock:
                 self.transport.write(data)
 

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from skycluster._ratelimit import RateLimit
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
 from skycluster.dist.handshake import NodeInfo, RejectReason
@@ -29,7 +28,9 @@ from skycluster.dist.link import PEERS, Link, LinkRefused
 from skycluster.errors import NodeUnreachable, StartError
 from skycluster.events import DownReason, EventBus, NodeDown, NodeUp
 from skycluster.messaging.messenger import Messenger
+from skycluster.ops.remote import RemoteStatus
 from skycluster.names import InvalidNodeName, NodeName, format_address, parse_address
+from skycluster.telemetry import GLOBAL, Telemetry, handshake_reason
 
 log = logging.getLogger("skycluster.node")
 
@@ -50,6 +51,10 @@ class Node:
         self.connections: set[Link] = set()  # every open connection, authenticated or not
         self.addresses: dict[str, tuple[str, int]] = {}
         self.stats: dict[str, int] = {}
+        self.telemetry = Telemetry(parent=GLOBAL)  # see skycluster.telemetry for the events
+        self.traffic = Traffic()
+        self.remote_status = RemoteStatus(self)  # operations frames (skycluster members)
+        self.started = time.time()
         self.resolve: Resolver | None = None  # asks a port mapper; set by the runtime
         self._dialling: dict[str, asyncio.Task[bool]] = {}
         self._accepting: dict[str, Link] = {}  # admitted handshakes not yet finished
@@ -57,8 +62,6 @@ class Node:
         self._server: asyncio.Server | None = None
         self._tasks = TaskSet(log)
         self._stopping = False
-        self._failure_logged: dict[str, str] = {}
-        self._handshake_warnings = RateLimit()
         # Names each peer said it is linked to (PEERS), and when to dial each next.
         self._peer_lists: dict[str, frozenset[str]] = {}
         self._mesh_names: dict[str, NodeName] = {}
@@ -72,6 +75,7 @@ class Node:
         self._server_ssl: ssl.SSLContext | None = None
         self._client_ssl: ssl.SSLContext | None = None
         self.messenger = Messenger(self)
+        self.last_dial_error: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -154,8 +158,10 @@ class Node:
     def disconnect(self, identity: str) -> bool:
         link = self.links.pop(identity, None)
         if link is None:
+            self.emit("disconnect.error", {}, peer=identity, reason="not_linked")
             return False
         link.down_reason = DownReason.DISCONNECT
+        self.emit("disconnect.ok", {}, peer=identity)
         link.goodbye("disconnect")
         self._publish_down(link, DownReason.DISCONNECT)
         return True
@@ -166,10 +172,13 @@ class Node:
         ident = name.identity
         link = Link(self, initiator=True, expect=name)
         where = ident
+        began = self.loop.time()
+        address: str | None = None
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
                 host, port = await self._address_of(name)
-                where = f"{ident} at {format_address(host, port)}"
+                address = format_address(host, port)
+                where = f"{ident} at {address}"
                 await self.loop.create_connection(
                     lambda: link,
                     host,
@@ -181,17 +190,31 @@ class Node:
                 await link.established
         except LinkRefused as exc:
             if exc.reason in (RejectReason.SIMULTANEOUS, RejectReason.ALIVE):
-                return await self._await_link(ident)
+                linked = await self._await_link(ident)
+                self._dialled(ident, address, began, None if linked else "timeout", "timed out")
+                return linked
             self._dial_failed(ident, where, str(exc))
+            self._dialled(ident, address, began, f"refused_{exc.reason}", str(exc))
             return False
         except (OSError, TimeoutError, NodeUnreachable) as exc:  # ssl.SSLError is an OSError
             link.abort()
             if name.port is None:
                 self.addresses.pop(ident, None)  # may have restarted elsewhere: ask again
             self._dial_failed(ident, where, _describe(exc))
+            self._dialled(ident, address, began, _dial_reason(exc), _describe(exc))
             return False
-        self._failure_logged.pop(ident, None)
+        self._dialled(ident, address, began, None, None)
         return True
+
+    def _dialled(
+        self, ident: str, address: str | None, began: float, reason: str | None, error: str | None
+    ) -> None:
+        took = {"duration": self.loop.time() - began}
+        if reason is None:
+            self.emit("connect.ok", took, peer=ident, address=address)
+        else:
+            self.emit("connect.error", took, peer=ident, address=address, reason=reason, error=error)
+
 
     async def _address_of(self, name: NodeName) -> tuple[str, int]:
         if name.port is not None:
@@ -231,13 +254,8 @@ class Node:
                 waiter.set_result(None)
 
     def _dial_failed(self, ident: str, where: str, why: str) -> None:
-        self._count("dial_failures")
-        # An unreachable host is retried every few seconds: log a change, not each retry.
-        if self._failure_logged.get(ident) != why:
-            self._failure_logged[ident] = why
-            log.warning("cannot link to %s: %s", where, why)
-        else:
-            log.debug("still cannot link to %s: %s", where, why)
+        self._count("dial_failures")  # logged by skycluster.logs, from connect.error
+        self.last_dial_error[ident] = f"{why} ({where})"  # for NodeUnreachable messages
 
     # -- callbacks from links -------------------------------------------------
 
@@ -300,8 +318,16 @@ class Node:
                 pass
         self._count("links_up")
         self._mesh_retry.pop(ident, None)
+        self.emit(
+            "link.up",
+            {},
+            peer=ident,
+            address=peer.address or link.peer_address,
+            hidden=peer.hidden,
+            metadata=peer.metadata,
+            direction="out" if link.initiator else "in",
+        )
         if not peer.hidden:
-            log.info("node %s is up (%s)", ident, peer.address or link.peer_address)
             self.bus.publish(NodeUp(ident, peer.address, peer.metadata))
         if self._accepting.get(ident) is link:
             del self._accepting[ident]
@@ -365,12 +391,14 @@ class Node:
     def handshake_failed(self, link: Link, why: str) -> None:
         self._count("handshakes_failed")
         claimed = link.handshake.peer.name.identity if link.handshake.peer else None
-        said = f"; it says it is {claimed}" if claimed else ""
-        # A misconfigured peer retries every few seconds: a few lines per cause a minute.
-        host = link.peer_address.rsplit(":", 1)[0]
-        allowed = self._handshake_warnings.allow((host, claimed, why))
-        level = logging.WARNING if allowed else logging.DEBUG
-        log.log(level, "handshake with %s failed: %s%s", link.peer_address, why, said)
+        self.emit(  # logged (rate-limited per cause) by skycluster.logs
+            "handshake.rejected",
+            {},
+            peer_address=link.peer_address,
+            reason=handshake_reason(why),
+            error=why,
+            claimed=claimed,
+        )
 
     def protocol_error(self, link: Link, why: str) -> None:
         self._count("protocol_errors")
@@ -391,11 +419,8 @@ class Node:
                     link.last_received = now
                 if now - link.last_received > timeout:
                     self._count("heartbeat_timeouts")
-                    log.warning(
-                        "node %s missed heartbeats for %.1f s",
-                        link.identity,
-                        now - link.last_received,
-                    )
+                    silence = {"silence": now - link.last_received}
+                    self.emit("heartbeat.timeout", silence, peer=link.identity)
                     link.down_reason = DownReason.HEARTBEAT_TIMEOUT
                     link.abort()
                 elif now - link.last_ping >= interval:
@@ -431,14 +456,30 @@ class Node:
 
     def _publish_down(self, link: Link, reason: DownReason) -> None:
         ident = link.identity
-        if ident is None or link.peer is None or link.peer.hidden:
+        if ident is None or link.peer is None:
+            return
+        lasted = {"duration": time.time() - link.since if link.since else 0.0}
+        self.emit("link.down", lasted, peer=ident, reason=reason.value, hidden=link.peer.hidden)
+        if link.peer.hidden:
             return
         self._count(f"links_down_{reason.value}")
-        log.info("node %s is down: %s", ident, reason.value)
         self.bus.publish(NodeDown(ident, reason))
 
     def _count(self, key: str) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
+
+    def emit(self, event: str, measurements: dict[str, float], **metadata: Any) -> None:
+        """A telemetry event (see :mod:`skycluster.telemetry`), tagged with this node."""
+        self.telemetry.emit(event, measurements, {"node": self.identity, **metadata})
+
+
+class Traffic:
+    """Bytes and link frames in and out, over every connection this node had."""
+
+    __slots__ = ("bytes_in", "bytes_out", "frames_in", "frames_out")
+
+    def __init__(self) -> None:
+        self.bytes_in = self.bytes_out = self.frames_in = self.frames_out = 0
 
 
 def _describe(exc: BaseException) -> str:
@@ -447,6 +488,16 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or exc.__class__.__name__
+
+
+def _dial_reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if type(exc) is ConnectionError:  # raised by the link: the handshake went wrong
+        return "handshake"
+    if isinstance(exc, NodeUnreachable | OSError):
+        return "unreachable"
+    return "handshake"
 
 
 def _sni(node: Node) -> str | None:

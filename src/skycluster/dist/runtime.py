@@ -20,8 +20,9 @@ from skycluster.dist import portmapper
 from skycluster.dist.node import Node
 from skycluster.dist.registration import PortMapperSettings, Registrar
 from skycluster.errors import NodeUnreachable
-from skycluster.names import NodeName
 from skycluster.events import EventBus
+from skycluster.names import NodeName
+from skycluster.ops.service import Operations
 from skycluster.strategy.base import StrategyContext, Topology
 
 T = TypeVar("T")
@@ -51,6 +52,7 @@ class Runtime:
         self.strategy_restarts: dict[str, int] = {}
         self._stop: asyncio.Event | None = None
         self.registrar: Registrar | None = None
+        self.operations: Operations | None = None
 
     def start(self) -> concurrent.futures.Future[None]:
         """Start the thread; the future completes once the node listens (or failed to)."""
@@ -105,14 +107,17 @@ class Runtime:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         node = self.node = Node(self.settings, self._cookie, self._bus)
+        operations = self.operations = Operations(node, self._bus)  # metrics, logs, HTTP
         strategies = TaskSet(log)
         registrar: Registrar | None = None
         try:
             await node.start()
+            await operations.start()
             registrar = await self._register(node)
         except BaseException as exc:
             if registrar is not None:
                 await registrar.close()
+            await operations.aclose()
             await node.stop()
             self._started.set_exception(exc)
             return
@@ -127,6 +132,7 @@ class Runtime:
             await strategies.aclose()
             if registrar is not None:
                 await registrar.close()
+            await operations.aclose()
             await node.stop()
 
     async def _register(self, node: Node) -> Registrar | None:
@@ -155,8 +161,9 @@ class Runtime:
                 await topology.strategy.run(ctx)
                 ctx.log.info("strategy %s finished", name)
                 return
-            except Exception:
+            except Exception as exc:
                 self.strategy_restarts[name] = self.strategy_restarts.get(name, 0) + 1
+                node.emit("strategy.error", {"delay": delay}, topology=name, error=repr(exc))
                 ctx.log.exception("strategy %s crashed; restarting in %.1f s", name, delay)
             if loop.time() - began > 10 * maximum:
                 delay = initial  # it ran well for a long time: start the backoff afresh

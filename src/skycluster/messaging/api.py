@@ -197,7 +197,7 @@ class Messaging:
     async def _connect_on_node(self, node: str, ident: str) -> None:
         messenger = self._messenger()
         if not await messenger.node.connect(NodeName.parse(node)):
-            why = messenger.node._failure_logged.get(ident, "unreachable")
+            why = messenger.node.last_dial_error.get(ident, "unreachable")
             raise NodeUnreachable(
                 f"cannot link to {ident}: {why} (give its address as name@host:port, "
                 "or let a strategy or the port mapper find it)"

@@ -144,7 +144,10 @@ class Channel:
         frame = frames.HEADER.pack(len(payload)) + payload
         written = 0
         transport = link.transport
+        traffic = self.messenger.node.traffic
         with link.write_lock:
+            traffic.bytes_out += len(frame)  # a race with another link's writer may lose a count
+            traffic.frames_out += 1
             fd = link.fd
             if on_loop:
                 if transport is not None and not transport.is_closing():
@@ -202,9 +205,12 @@ class Channel:
         if self.paused or self._direct_busy:
             return  # resume_writing(), or the direct writer, calls us again
         out: list[bytes] = []
+        counted = 0  # bytes the direct writer counted already
         if self._raw is not None:
             out.append(self._raw)
+            counted = len(self._raw)
             self._raw = None
+        nframes = 0
         budget = FLUSH_BYTES
         header = frames.HEADER.pack
         while budget > 0:
@@ -216,6 +222,7 @@ class Channel:
                 more = end < len(partial)
                 piece = wire.fragment_payload(chunk, more)
                 out.append(header(len(piece)))
+                nframes += 1
                 out.append(piece)
                 budget -= len(piece)
                 if more:
@@ -244,11 +251,16 @@ class Channel:
                 self._offset = 0
                 continue
             out.append(header(size))
+            nframes += 1
             out.extend(parts)
             budget -= size
         if out:
+            data = b"".join(out)
+            traffic = self.messenger.node.traffic
+            traffic.bytes_out += len(data) - counted
+            traffic.frames_out += nframes
             with link.write_lock:  # type: ignore[union-attr]
-                transport.write(b"".join(out))
+                transport.write(data)
         with self.lock:
             done = not self.groups and self._partial is None
             if done:

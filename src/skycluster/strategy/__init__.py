@@ -9,15 +9,23 @@ import inspect
 
 from skycluster.errors import ConfigError
 from skycluster.strategy.base import Strategy, StrategyContext, Topology
+from skycluster.strategy.dns_poll import DnsPoll
 from skycluster.strategy.epmd import Epmd
 from skycluster.strategy.gossip import Gossip
 from skycluster.strategy.hosts_file import HostsFile
+from skycluster.strategy.kubernetes import Kubernetes
+from skycluster.strategy.kubernetes_dns import KubernetesDns
+from skycluster.strategy.kubernetes_dnssrv import KubernetesDnsSrv
 from skycluster.strategy.local_epmd import LocalEpmd
 
 __all__ = [
+    "DnsPoll",
     "Epmd",
     "Gossip",
     "HostsFile",
+    "Kubernetes",
+    "KubernetesDns",
+    "KubernetesDnsSrv",
     "LocalEpmd",
     "Strategy",
     "StrategyContext",
@@ -32,6 +40,11 @@ BUILTIN: dict[str, str] = {
     "local": "skycluster.strategy.local_epmd:LocalEpmd",
     "hosts": "skycluster.strategy.hosts_file:HostsFile",
     "gossip": "skycluster.strategy.gossip:Gossip",
+    # Kubernetes API and DNS strategies
+    "kubernetes": "skycluster.strategy.kubernetes:Kubernetes",
+    "kubernetes-dns": "skycluster.strategy.kubernetes_dns:KubernetesDns",
+    "kubernetes-dnssrv": "skycluster.strategy.kubernetes_dnssrv:KubernetesDnsSrv",
+    "dns": "skycluster.strategy.dns_poll:DnsPoll",
 }
 
 # The seed project's LIBCLUSTER_STRATEGY values are Elixir module names.

@@ -72,7 +72,25 @@ class StrategyContext:
 
     async def connect(self, names: Iterable[NodeName | str]) -> dict[str, bool]:
         """Link to every node in ``names`` at once; returns identity -> linked.
-        Invalid names are logged and skipped."""
+        Invalid names are logged and skipped. Emits telemetry ``strategy.poll``."""
+        began = asyncio.get_running_loop().time()
+        results = await self._connect_all(names)
+        took = asyncio.get_running_loop().time() - began
+        failed = sum(1 for ok in results.values() if not ok)
+        measurements = {"duration": took, "nodes": float(len(results)), "failed": float(failed)}
+        self.emit("strategy.poll", measurements)
+        return results
+
+    def emit(self, event: str, measurements: dict[str, float], **metadata: Any) -> None:
+        """A telemetry event tagged with this topology (``strategy.error`` when a poll
+        fails, ``gossip.dropped`` for a discarded packet; see :mod:`skycluster.telemetry`)."""
+        self._node.emit(event, measurements, topology=self.topology, **metadata)
+
+    def poll_failed(self, error: object) -> None:
+        """Report a failed discovery round (telemetry ``strategy.error``)."""
+        self.emit("strategy.error", {}, error=str(error))
+
+    async def _connect_all(self, names: Iterable[NodeName | str]) -> dict[str, bool]:
         targets: dict[str, NodeName] = {}
         for name in names:
             try:

@@ -419,6 +419,7 @@ class _Run:
     def dropped(self, drop: Drop, addr: tuple[Any, int]) -> None:
         reason = drop.reason
         self.ctx.count(f"gossip_dropped_{reason}")
+        self.ctx.emit("gossip.dropped", {"count": 1.0}, reason=str(reason))
         level = logging.INFO if reason in _QUIET else logging.WARNING
         self.problem(
             f"drop {reason}",

@@ -111,6 +111,7 @@ class HostsFile(Strategy):
             found = await portmapper.names(host, epmd_port=settings.port, timeout=settings.timeout)
         except portmapper.PortMapperError as exc:
             ctx.log.debug("cannot list the nodes of %s: %s", host, exc)
+            ctx.poll_failed(f"{host}: {exc}")
             return []
         return [NodeName(name, host.strip("[]"), port) for name, port in found if valid_name(name)]
 

@@ -42,7 +42,9 @@ class LocalEpmd(Strategy):
                 failures = 0
             except portmapper.PortMapperError as exc:
                 failures += 1
-                if failures == 2:  # one miss is a port mapper changing hands: no news
+                if failures >= 2:  # one miss is a port mapper changing hands: no news
+                    ctx.poll_failed(exc)
+                if failures == 2:
                     ctx.log.warning("cannot list this host's nodes: %s", exc)
                 found = []
             linked = set(ctx.nodes())

@@ -1,0 +1,96 @@
+"""``skycluster members``: show a running node's membership view.
+
+Links to the node as a *hidden* node (it is not reported to anybody, publishes
+no event and takes no part in the mesh), asks for its view with a STATUS
+request (see :mod:`skycluster.ops.remote`), prints it and leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from skycluster.cluster import Cluster
+from skycluster.errors import NodeUnreachable
+
+
+async def fetch(
+    target: str, environ: Mapping[str, str], *, cookie: str | None = None, timeout: float = 5.0
+) -> dict[str, Any]:
+    """The membership view of ``target`` (``name@host[:port]``)."""
+    tool = Cluster(
+        f"members{os.getpid()}@127.0.0.1",
+        cookie=cookie,
+        hidden=True,
+        connect_timeout=timeout,
+        environ=environ,
+    )
+    async with tool:
+        try:
+            return await tool.remote_status(target, timeout)
+        except TimeoutError:
+            raise NodeUnreachable(f"no answer from {target} within {timeout} s") from None
+
+
+def table(status: Mapping[str, Any], now: float | None = None) -> str:
+    """The view as a text table: the node itself first (marked ``*``), then its peers."""
+    now = time.time() if now is None else now
+    rows = [("", "NODE", "ADDRESS", "SINCE", "RTT", "METADATA")]
+    rows.append(
+        (
+            "*",
+            str(status.get("node")),
+            str(status.get("address") or "-"),
+            _since(status.get("started"), now),
+            "-",
+            _metadata(status.get("metadata")),
+        )
+    )
+    for peer in status.get("peers", []):
+        rtt = peer.get("rtt")
+        rows.append(
+            (
+                "",
+                str(peer.get("node")),
+                str(peer.get("address") or "-"),
+                _since(peer.get("since"), now),
+                "-" if rtt is None else f"{rtt * 1000:.2f} ms",
+                _metadata(peer.get("metadata")),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]  # fmt: skip
+    peers = len(status.get("peers", []))
+    ready = "ready" if status.get("ready") else f"not ready (min_nodes {status.get('min_nodes')})"
+    lines.append(f"{peers} peer{'' if peers == 1 else 's'} linked to {status.get('node')}; {ready}")
+    return "\n".join(lines)
+
+
+def _since(epoch: Any, now: float) -> str:
+    if not isinstance(epoch, int | float) or not epoch:
+        return "-"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    return f"{stamp} ({_age(now - epoch)})"
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _metadata(metadata: Any) -> str:
+    if not isinstance(metadata, Mapping) or not metadata:
+        return "-"
+    return ",".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(metadata.items())
+    )

@@ -1,0 +1,57 @@
+"""The membership view of one node, as plain data (JSON and msgpack friendly).
+
+Runs on the node's loop (it reads the node's links). Never contains the cookie,
+TLS keys or any other secret: names, addresses, times, metadata and counters.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from skycluster.dist.node import Node
+
+
+def node_status(node: Node) -> dict[str, Any]:
+    """``{"node", "address", "hidden", "metadata", "started", "version", "min_nodes",
+    "ready", "peers": [{"node", "address", "since", "rtt", "last_heard", "metadata",
+    "direction", "links"}], "hidden_peers"}``; times are Unix seconds, rtt and
+    last_heard seconds."""
+    from skycluster import __version__
+
+    now = time.monotonic()
+    peers: list[dict[str, Any]] = []
+    hidden = 0
+    for ident, link in sorted(node.links.items()):
+        peer = link.peer
+        if peer is None:
+            continue
+        if peer.hidden:
+            hidden += 1
+            continue
+        peers.append(
+            {
+                "node": ident,
+                "address": peer.address,
+                "since": link.since,
+                "rtt": link.rtt,
+                "last_heard": max(0.0, now - link.last_received),
+                "metadata": dict(peer.metadata),
+                "direction": "out" if link.initiator else "in",
+                # the peers it says it is linked to (its last PEERS frame), when known
+                "links": sorted(node._peer_lists.get(ident, ())),
+            }
+        )
+    return {
+        "node": node.identity,
+        "address": node.info.address,
+        "hidden": node.settings.hidden,
+        "metadata": dict(node.settings.metadata),
+        "started": node.started,
+        "version": __version__,
+        "min_nodes": node.settings.min_nodes,
+        "ready": len(peers) >= node.settings.min_nodes,
+        "peers": peers,
+        "hidden_peers": hidden,
+    }

@@ -1,0 +1,149 @@
+"""The Kubernetes strategy in real agent processes: peers are agents on loopback
+addresses of their own (the "pod IPs" in the objects the fake API serves);
+the observer runs ``skycluster agent --strategy kubernetes`` configured by
+flags or by the environment (the seed's LIBCLUSTER_* names, the in-cluster
+KUBERNETES_SERVICE_HOST/PORT)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agents import Agent, AgentFactory
+from k8s_api_server import FakeKubernetes, Pod
+from loopback_agents import loopback_agent, shared_port
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[FakeKubernetes]:
+    server = FakeKubernetes(tmp_path / "api")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def observer(
+    factory: AgentFactory,
+    api: FakeKubernetes,
+    port: int,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> Agent:
+    flags = [
+        "--strategy",
+        "kubernetes",
+        "--kubernetes-master",
+        api.url,
+        "--kubernetes-service-account-path",
+        str(api.account),
+        "--kubernetes-selector",
+        "app=demo",
+        "--kubernetes-node-basename",
+        "app",
+        "--polling-interval",
+        "0.3",
+    ]
+    return loopback_agent(factory, "obs", "127.0.0.1", port, [*flags, *args], env)
+
+
+def test_scale_up_and_down(agent_factory: AgentFactory, api: FakeKubernetes) -> None:
+    port = shared_port(agent_factory)
+    b = loopback_agent(agent_factory, "app", "127.0.0.2", port)
+    c = loopback_agent(agent_factory, "app", "127.0.0.3", port)
+    d = loopback_agent(agent_factory, "app", "127.0.0.4", port)
+    api.set_pods(Pod("app-0", "127.0.0.2"), Pod("app-1", "127.0.0.3", ready=False))
+    obs = observer(agent_factory, api, port)
+    obs.wait_nodeup(b.identity)
+    # scale up: a new pod; the not-ready one turns ready
+    mark = obs.mark()
+    api.set_pods(
+        Pod("app-0", "127.0.0.2"), Pod("app-1", "127.0.0.3", ready=False), Pod("app-2", "127.0.0.4")
+    )
+    obs.wait_nodeup(d.identity, since=mark)
+    api.update("app-1", ready=True)
+    obs.wait_nodeup(c.identity, since=mark)
+    # scale down: a pod terminates (its process still runs): unlinked, not linked again
+    mark = obs.mark()
+    api.update("app-2", terminating=True)
+    assert obs.wait_nodedown(d.identity, since=mark)["reason"] == "disconnect"
+    # a pod dies and leaves the endpoints
+    b.kill()
+    api.remove("app-0")
+    obs.wait_nodedown(b.identity, since=mark)
+    obs.expect_none(lambda e: e["event"] == "nodeup", 1.0, since=mark, what="a relink")
+    assert obs.linked() == {c.identity}
+    assert api.count("list") == 1  # it all came on one watch
+
+
+def test_api_outage_disconnects_nobody(agent_factory: AgentFactory, api: FakeKubernetes) -> None:
+    port = shared_port(agent_factory)
+    b = loopback_agent(agent_factory, "app", "127.0.0.2", port)
+    c = loopback_agent(agent_factory, "app", "127.0.0.3", port)
+    api.set_pods(Pod("app-0", "127.0.0.2"), Pod("app-1", "127.0.0.3"))
+    obs = observer(agent_factory, api, port)
+    obs.wait_nodeup(b.identity)
+    obs.wait_nodeup(c.identity)
+    api.wait_for(lambda: api.watching == 1)
+    mark = obs.mark()
+    api.outage = True
+    api.cut_watches()
+    api.wait_for(lambda: api.count("list", 503) >= 2)
+    obs.expect_none(lambda e: e["event"] == "nodedown", 1.0, since=mark, what="nodedown")
+    api.outage = False
+    api.remove("app-1")
+    assert obs.wait_nodedown(c.identity, since=mark)["reason"] == "disconnect"
+    assert obs.linked() == {b.identity}
+
+
+def test_environment_configuration_and_ipv6(
+    agent_factory: AgentFactory, api: FakeKubernetes
+) -> None:
+    port = shared_port(agent_factory)
+    v6 = loopback_agent(agent_factory, "app", "::1", port)
+    v4 = loopback_agent(agent_factory, "app", "127.0.0.2", port)
+    api.set_pods(Pod("app-0", "::1"), Pod("app-1", "127.0.0.2"))
+    env = {
+        "LIBCLUSTER_STRATEGY": "Cluster.Strategy.Kubernetes",
+        "LIBCLUSTER_KUBERNETES_SELECTOR": "app=demo",
+        "LIBCLUSTER_KUBERNETES_NODE_BASENAME": "app",
+        "SKYCLUSTER_KUBERNETES_LOOKUP": "pods",
+        "SKYCLUSTER_KUBERNETES_SERVICE_ACCOUNT_PATH": str(api.account),
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(api.port),
+        "SKYCLUSTER_POLLING_INTERVAL": "0.3",
+    }
+    obs = loopback_agent(agent_factory, "obs", "127.0.0.1", port, [], env)
+    obs.wait_nodeup(v6.identity)
+    obs.wait_nodeup(v4.identity)
+    assert api.count("list") >= 1
+    assert {lookup for verb, lookup, _, _ in api.requests} == {"pods"}
+
+
+def test_bad_options_exit_2_with_one_line(agent_factory: AgentFactory, api: FakeKubernetes) -> None:
+    from agents import run_cli
+
+    env = agent_factory.environ({"KUBERNETES_SERVICE_HOST": None})
+    base = ["agent", "--name", "obs@127.0.0.1:1", "--strategy", "kubernetes"]
+    cases = {
+        "needs a label selector": [],
+        "expected one of ip, dns, hostname": [
+            "--kubernetes-selector",
+            "a=b",
+            "--kubernetes-mode",
+            "x",
+        ],
+        "no Kubernetes API server": ["--kubernetes-selector", "a=b"],
+        "expected https://HOST": [
+            "--kubernetes-selector",
+            "a=b",
+            "--kubernetes-master",
+            "ftp://x/y",
+        ],
+    }
+    for needle, args in cases.items():
+        done = run_cli([*base, *args], env)
+        assert done.returncode == 2, done
+        assert needle in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
