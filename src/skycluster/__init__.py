@@ -2,7 +2,21 @@
 tell the application when members join or leave."""
 
 from skycluster.cluster import Cluster
-from skycluster.errors import ConfigError, NodeUnreachable, SkyclusterError, StartError
+from skycluster.errors import (
+    AlreadyRegistered,
+    BufferFull,
+    CallFailed,
+    CallTimeout,
+    ConfigError,
+    MessageTooLarge,
+    MessagingError,
+    NodeDisconnected,
+    NodeUnreachable,
+    NoSuchMailbox,
+    SkyclusterError,
+    StartError,
+    UnencodableMessage,
+)
 from skycluster.events import (
     AsyncSubscription,
     DownReason,
@@ -11,27 +25,41 @@ from skycluster.events import (
     NodeUp,
     SyncSubscription,
 )
+from skycluster.messaging import Mailbox, Request, TopicSubscription, register_type
 from skycluster.names import InvalidNodeName, NodeName
 from skycluster.strategy import Strategy, StrategyContext, Topology
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyRegistered",
     "AsyncSubscription",
+    "BufferFull",
+    "CallFailed",
+    "CallTimeout",
     "Cluster",
     "ConfigError",
     "DownReason",
     "Event",
     "InvalidNodeName",
+    "Mailbox",
+    "MessageTooLarge",
+    "MessagingError",
+    "NoSuchMailbox",
+    "NodeDisconnected",
     "NodeDown",
     "NodeName",
     "NodeUnreachable",
     "NodeUp",
+    "Request",
     "SkyclusterError",
     "StartError",
     "Strategy",
     "StrategyContext",
     "SyncSubscription",
+    "TopicSubscription",
     "Topology",
+    "UnencodableMessage",
     "__version__",
+    "register_type",
 ]

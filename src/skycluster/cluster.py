@@ -34,6 +34,7 @@ from skycluster.events import (
     Subscription,
     SyncSubscription,
 )
+from skycluster.messaging.api import Messaging
 from skycluster.names import NodeName, format_address, parse_address
 from skycluster.strategy import Strategy, Topology, strategy_class, topology_name
 
@@ -43,7 +44,7 @@ S = TypeVar("S", bound=Subscription)
 EventCallback = Callable[[Event], Awaitable[None] | None]
 
 
-class Cluster:
+class Cluster(Messaging):
     """A node that joins a cluster through its topologies and reports membership.
 
     ``name`` is ``name@host`` or ``name@host:port`` (the port is where this
@@ -71,6 +72,8 @@ class Cluster:
         tls_key: str | None = None,
         tls_ca: str | None = None,
         max_frame_size: int = 8 * 1024 * 1024,
+        max_message_size: int = 64 * 1024 * 1024,
+        send_buffer_size: int = 4 * 1024 * 1024,
         port_mapper: bool = True,
         epmd_port: int | None = None,
         epmd_bind: str | None = None,
@@ -113,6 +116,8 @@ class Cluster:
             full_mesh=full_mesh,
             hidden=hidden,
             max_frame_size=max_frame_size,
+            max_message_size=max_message_size,
+            send_buffer_size=send_buffer_size,
             metadata=metadata,
             http=http_address,
             min_nodes=min_nodes,

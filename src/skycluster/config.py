@@ -43,6 +43,8 @@ class NodeSettings:
     full_mesh: bool = True  # link to the peers of our peers (transitive connect)
     hidden: bool = False  # link without joining the mesh or being reported
     max_frame_size: int = 8 * 1024 * 1024  # largest frame accepted on a link
+    max_message_size: int = 64 * 1024 * 1024  # largest message sent or accepted (encoded)
+    send_buffer_size: int = 4 * 1024 * 1024  # bytes queued per link before senders wait
     max_handshakes: int = 128  # concurrent unauthenticated connections
     metadata: Mapping[str, Any] = field(default_factory=dict)
     tls: TLSFiles | None = None

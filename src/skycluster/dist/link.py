@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from skycluster.dist.handshake import (
     Refused,
 )
 from skycluster.events import DownReason
+from skycluster.messaging import wire
 from skycluster.names import NodeName
 
 if TYPE_CHECKING:
@@ -34,7 +36,8 @@ PING = 1  # [PING, seq]            heartbeat; answered with PONG
 PONG = 2  # [PONG, seq]
 PEERS = 3  # [PEERS, [name, ...]]  the sender's visible links (name@host:port)
 GOODBYE = 4  # [GOODBYE, reason]   the sender is about to close: "shutdown" | "disconnect"
-# 5..19 belong to messaging; 20 and up to operations (skycluster.ops.remote, docs/protocol.md).
+# 5..19 belong to messaging (5..9 in use: skycluster.messaging.wire); 20 and up to
+# operations (skycluster.ops.remote, docs/protocol.md).
 STATUS_REQUEST = 20  # [STATUS_REQUEST, id] / [STATUS, id, map]: a peer's membership view
 
 
@@ -75,6 +78,11 @@ class Link(asyncio.Protocol):
         self.rtt: float | None = None
         self.down_reason: DownReason | None = None
         self.closing = False
+        self.reading_paused = False  # held back by a full mailbox; silence is not death
+        # Writes hold this lock: an application thread may write a small frame
+        # straight to the socket (fd) when the link is idle (see messaging.messenger).
+        self.write_lock = threading.Lock()
+        self.fd: int | None = None
         self.sent_peers: frozenset[str] = frozenset()  # what our last PEERS told this peer
         self._decoder = frames.FrameDecoder(node.settings.max_frame_size)
         self._ping_seq = 0
@@ -112,6 +120,8 @@ class Link(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        with self.write_lock:
+            self.fd = None  # before asyncio closes the socket: nobody writes to a reused fd
         if self._timer is not None:
             self._timer.cancel()
         if not self.established.done():
@@ -119,6 +129,8 @@ class Link(asyncio.Protocol):
                 ConnectionError(f"connection to {self.peer_address} closed during the handshake")
             )
             self.established.exception()  # retrieved: a dial may have given up already
+        if self.up:
+            self.node.messenger.link_down(self)
         self.node.connection_closed(self, self.down_reason or DownReason.CONNECTION_CLOSED)
 
     # -- handshake ------------------------------------------------------------
@@ -159,6 +171,7 @@ class Link(asyncio.Protocol):
         self.since = time.time()
         if not self.established.done():
             self.established.set_result(None)
+        self.node.messenger.link_up(self)
         if event.rest:
             self._link_data(event.rest)
 
@@ -179,13 +192,20 @@ class Link(asyncio.Protocol):
     # -- link -----------------------------------------------------------------
 
     def _link_data(self, data: bytes) -> None:
+        messenger = self.node.messenger
         try:
             for payload in self._decoder.feed(data):
                 self.node.traffic.frames_in += 1
-                self._handle(frames.unpack(payload))
+                kind = wire.frame_kind(payload)
+                if wire.FIRST <= kind <= wire.LAST:
+                    messenger.frame_received(self, kind, payload)
+                else:
+                    self._handle(frames.unpack(payload))
         except (frames.FrameError, ValueError, TypeError, IndexError) as exc:
             self.node.protocol_error(self, str(exc))
             self.abort()
+        finally:
+            messenger.received()
 
     def _handle(self, frame: Any) -> None:
         if not isinstance(frame, list) or not frame or not isinstance(frame[0], int):
@@ -223,7 +243,26 @@ class Link(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
             self.node.traffic.bytes_out += len(data)
-            self.transport.write(data)
+            with self.write_lock:
+                self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        self.node.messenger.pause_writing(self)
+
+    def resume_writing(self) -> None:
+        self.node.messenger.resume_writing(self)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self.reading_paused:
+            self.reading_paused = False
+            self.last_received = time.monotonic()
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
 
     def goodbye(self, reason: str) -> None:
         """Tell the peer why we close, then close once the buffer is flushed."""

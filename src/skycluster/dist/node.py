@@ -27,6 +27,7 @@ from skycluster.dist.handshake import NodeInfo, RejectReason
 from skycluster.dist.link import PEERS, Link, LinkRefused
 from skycluster.errors import NodeUnreachable, StartError
 from skycluster.events import DownReason, EventBus, NodeDown, NodeUp
+from skycluster.messaging.messenger import Messenger
 from skycluster.ops.remote import RemoteStatus
 from skycluster.names import InvalidNodeName, NodeName, format_address, parse_address
 from skycluster.telemetry import GLOBAL, Telemetry, handshake_reason
@@ -73,6 +74,8 @@ class Node:
         self.loop = asyncio.get_running_loop()
         self._server_ssl: ssl.SSLContext | None = None
         self._client_ssl: ssl.SSLContext | None = None
+        self.messenger = Messenger(self)
+        self.last_dial_error: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -112,6 +115,7 @@ class Node:
     async def stop(self) -> None:
         """Say goodbye to every peer, close every connection, end every task."""
         self._stopping = True
+        self.messenger.close()
         if self._server is not None:
             self._server.close()
         await self._tasks.aclose()
@@ -251,6 +255,7 @@ class Node:
 
     def _dial_failed(self, ident: str, where: str, why: str) -> None:
         self._count("dial_failures")  # logged by skycluster.logs, from connect.error
+        self.last_dial_error[ident] = f"{why} ({where})"  # for NodeUnreachable messages
 
     # -- callbacks from links -------------------------------------------------
 
@@ -410,6 +415,8 @@ class Node:
             await asyncio.sleep(step)
             now = time.monotonic()
             for link in list(self.links.values()):
+                if link.reading_paused:  # we stopped reading it: its bytes wait for us
+                    link.last_received = now
                 if now - link.last_received > timeout:
                     self._count("heartbeat_timeouts")
                     silence = {"silence": now - link.last_received}

@@ -1,0 +1,114 @@
+"""Messaging frames on a link (sans-I/O): building them, and putting fragments together.
+
+Types 5-9 of the link frame table in ``docs/protocol.md``::
+
+    [5, mailbox, [message, ...]]   SEND      messages for one mailbox, in order
+    [6, mailbox, ref, request]     CALL      a request; the answer is a REPLY with ``ref``
+    [7, ref, status, value]        REPLY     status 0 ok, 1 no such mailbox, 2 bad request,
+                                             3 the handler raised
+    [8, topic, [message, ...]]     PUBLISH   a broadcast, fanned out on the receiving node
+    [9, more, chunk]               FRAGMENT  a piece of a frame too large to send at once
+
+Messages are encoded once, by the sender's thread; a SEND or PUBLISH frame is
+put together from those bytes without encoding them again, so a frame of many
+messages is decoded by the receiver in one call.
+"""
+
+from __future__ import annotations
+
+import struct
+
+SEND = 5
+CALL = 6
+REPLY = 7
+PUBLISH = 8
+FRAGMENT = 9
+FIRST = SEND
+LAST = FRAGMENT
+
+OK = 0
+NO_MAILBOX = 1
+BAD_REQUEST = 2
+FAILED = 3  # the handler given to serve() raised; value: its description
+
+FRAGMENT_SIZE = 64 * 1024  # a larger frame goes out in pieces of this size
+GROUP_BYTES = 120 * 1024  # messages batched into one SEND/PUBLISH frame, at most
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+def array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count < 0x10000:
+        return b"\xdc" + _U16.pack(count)
+    return b"\xdd" + _U32.pack(count)
+
+
+def bin_header(size: int) -> bytes:
+    if size < 0x100:
+        return bytes((0xC4, size))
+    if size < 0x10000:
+        return b"\xc5" + _U16.pack(size)
+    return b"\xc6" + _U32.pack(size)
+
+
+def batch_payload(kind: int, key: bytes, messages: list[bytes]) -> bytes:
+    """SEND / PUBLISH: ``key`` and every message are msgpack-encoded already."""
+    return b"".join((bytes((0x93, kind)), key, array_header(len(messages)), *messages))
+
+
+def call_payload(name: bytes, ref: bytes, request: bytes) -> bytes:
+    return b"".join((b"\x94\x06", name, ref, request))
+
+
+def reply_payload(ref_status: bytes, value: bytes) -> bytes:
+    return b"".join((b"\x94\x07", ref_status, value))
+
+
+def fragment_payload(chunk: memoryview, more: bool) -> bytes:
+    return b"".join((b"\x93\x09", b"\xc3" if more else b"\xc2", bin_header(len(chunk)), chunk))
+
+
+def frame_kind(payload: bytes) -> int:
+    """The type of a link frame, without decoding it (0: not an array with a small type)."""
+    if len(payload) > 1 and payload[0] & 0xF0 == 0x90 and payload[1] < 0x80:
+        return payload[1]
+    return 0
+
+
+class TooLarge(Exception):
+    pass
+
+
+class Reassembler:
+    """Puts FRAGMENT pieces back together, up to ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._dropping = False
+
+    def feed(self, more: bool, chunk: bytes) -> bytes | None:
+        """The whole frame once the last piece came; None before. Raises TooLarge
+        (once) when the pieces pass the limit; the rest of that frame is skipped."""
+        if self._dropping:
+            if not more:
+                self._dropping = False
+            return None
+        self._size += len(chunk)
+        if self._size > self.limit + 1024:  # a little room for the frame's own fields
+            size = self._size
+            self._parts = []
+            self._size = 0
+            self._dropping = more
+            raise TooLarge(f"a message of more than {size} bytes exceeds the limit of {self.limit}")
+        self._parts.append(chunk)
+        if more:
+            return None
+        whole = b"".join(self._parts)
+        self._parts = []
+        self._size = 0
+        return whole
