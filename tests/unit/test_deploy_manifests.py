@@ -48,7 +48,7 @@ def test_environment_names_real_options_and_rbac_fits_the_lookup() -> None:
     found = manifests()
     container = found["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    known = {name for option in (*NODE_OPTIONS, *_strategy_options()) for name in option.env}
+    known = {name for option in (*NODE_OPTIONS, *_strategy_options(None)) for name in option.env}
     known |= {"SKYCLUSTER_STRATEGY"}
     for name in env:
         if name.startswith("SKYCLUSTER_"):
