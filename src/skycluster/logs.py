@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("skycluster.membership")
 
 REMIND_AFTER = 300.0  # seconds: a failure that persists is logged again this often
+LEFT_GRACE = 10.0  # seconds after a peer left gracefully when failing to reach it is no news
 
 
 class MembershipLog:
@@ -38,6 +39,7 @@ class MembershipLog:
         # per peer: (reason text last logged, when, attempts since)
         self._failing: dict[str, tuple[str, float, int]] = {}
         self._handshakes = RateLimit(burst=5, window=60.0)
+        self._left: dict[str, float] = {}  # peers that said goodbye, and when
         self._detach: Detach = node.telemetry.attach(None, self._handle)
 
     def close(self) -> None:
@@ -48,6 +50,7 @@ class MembershipLog:
         extra = {"skycluster": fields}
         peer = md.get("peer")
         if event == "link.up":
+            self._left.pop(str(peer), None)
             if md.get("hidden"):
                 log.debug("tool %s linked (hidden) from %s", peer, md.get("address"), extra=extra)
             else:
@@ -57,6 +60,10 @@ class MembershipLog:
                 log.debug("tool %s unlinked: %s", peer, md.get("reason"), extra=extra)
             else:
                 log.info("node %s is down: %s", peer, md.get("reason"), extra=extra)
+            if md.get("reason") == "shutdown":
+                self._left[str(peer)] = time.monotonic()
+                if len(self._left) > 4096:
+                    self._left.pop(next(iter(self._left)))
         elif event == "heartbeat.timeout":
             log.warning(
                 "node %s missed heartbeats for %.1f s", peer, m.get("silence", 0.0), extra=extra
@@ -88,6 +95,10 @@ class MembershipLog:
         # then a reminder now and then, not every retry.
         why = str(md.get("error"))
         now = time.monotonic()
+        if now - self._left.get(peer, -LEFT_GRACE) < LEFT_GRACE:
+            # A discovery source still listed a node that just stopped: expected.
+            log.debug("cannot link to %s, which just left: %s", peer, why, extra=extra)
+            return
         last = self._failing.get(peer)
         where = f"{peer} at {md['address']}" if md.get("address") else peer
         if last is None or last[0] != why:

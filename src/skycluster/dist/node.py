@@ -346,6 +346,9 @@ class Node:
         if ident is not None and self.links.get(ident) is link:
             del self.links[ident]
             self._peer_lists.pop(ident, None)
+            # Peers still list it until their next PEERS: let them catch up before the
+            # mesh dials it again (a node that left is not "unreachable").
+            self._mesh_retry[ident] = (time.monotonic() + 3 * _MESH_CHECK, 0.5)
             self._publish_down(link, reason)
 
     def peers_received(self, link: Link, names: list[str]) -> None:
