@@ -35,6 +35,9 @@ class Epmd(Strategy):
         self.retry_interval = retry_interval
 
     async def run(self, ctx: StrategyContext) -> None:
+        # Nodes of one deployment start together: retry soon at first (0.5 s, 1 s, ...),
+        # then every retry_interval.
+        delay = min(0.5, self.retry_interval)
         while True:
             linked = set(ctx.nodes())
             missing = [
@@ -44,7 +47,8 @@ class Epmd(Strategy):
             ]
             if missing:
                 await ctx.connect(missing)
-            await asyncio.sleep(self.retry_interval)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_interval)
 
     def __repr__(self) -> str:
         return f"Epmd(hosts={[str(h) for h in self.hosts]!r}, retry_interval={self.retry_interval})"
