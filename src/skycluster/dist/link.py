@@ -82,6 +82,9 @@ class Link(asyncio.Protocol):
         # Writes hold this lock: an application thread may write a small frame
         # straight to the socket (fd) when the link is idle (see messaging.messenger).
         self.write_lock = threading.Lock()
+        # The end of a frame that another thread wrote only in part; it goes out before
+        # anything else so that frames never interleave (guarded by write_lock).
+        self.unsent = b""
         self.fd: int | None = None
         self.sent_peers: frozenset[str] = frozenset()  # what our last PEERS told this peer
         self._decoder = frames.FrameDecoder(node.settings.max_frame_size)
@@ -244,7 +247,16 @@ class Link(asyncio.Protocol):
         if data and self.transport is not None and not self.transport.is_closing():
             self.node.traffic.bytes_out += len(data)
             with self.write_lock:
-                self.transport.write(data)
+                self.write_locked(data)
+
+    def write_locked(self, data: bytes) -> None:
+        """Write on the node's loop, the caller holding write_lock: first the rest of a
+        frame another thread wrote in part, then ``data``."""
+        assert self.transport is not None
+        if self.unsent:
+            data = self.unsent + data
+            self.unsent = b""
+        self.transport.write(data)
 
     def pause_writing(self) -> None:
         self.node.messenger.pause_writing(self)

@@ -151,12 +151,13 @@ class Channel:
             fd = link.fd
             if on_loop:
                 if transport is not None and not transport.is_closing():
-                    transport.write(frame)  # the node's own thread: the transport is ours
+                    link.write_locked(frame)  # the node's own thread: the transport is ours
                 written = len(frame)
             elif (
                 fd is not None
                 and transport is not None
                 and not transport.is_closing()
+                and not link.unsent
                 and transport.get_write_buffer_size() == 0
             ):
                 try:
@@ -166,10 +167,14 @@ class Channel:
                 except OSError:
                     written = len(frame)  # the link is failing: lost, as in flight
                     self.messenger.count("messages_lost_link_down")
+                if 0 < written < len(frame):
+                    # The rest goes out on the node's loop before any other frame.
+                    link.unsent = frame[written:]
+                    written = len(frame)
         with self.lock:
             self._direct_busy = False
             if written < len(frame):
-                self._raw = frame[written:]
+                self._raw = frame
             elif not self.groups:
                 self.flush_pending = False
                 return
@@ -254,13 +259,13 @@ class Channel:
             nframes += 1
             out.extend(parts)
             budget -= size
-        if out:
+        if out or link.unsent:  # type: ignore[union-attr]
             data = b"".join(out)
             traffic = self.messenger.node.traffic
             traffic.bytes_out += len(data) - counted
             traffic.frames_out += nframes
             with link.write_lock:  # type: ignore[union-attr]
-                transport.write(data)
+                link.write_locked(data)  # type: ignore[union-attr]
         with self.lock:
             done = not self.groups and self._partial is None
             if done:
