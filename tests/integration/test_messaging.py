@@ -594,3 +594,36 @@ def test_plain_threads(start_peer: Callable[..., Peer]) -> None:
             cluster.call_blocking(peer.name, "hang", 1, timeout=0.3)
     with pytest.raises(EOFError):
         box.receive(timeout=1)  # the cluster stopped: the mailbox is closed
+
+
+def test_a_frame_a_thread_wrote_in_part_is_finished_without_waiting_for_a_heartbeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A direct write from a plain thread that the socket takes only in part: the
+    node's loop sends the rest at once, not with the next heartbeat (an hour here)."""
+    real_write = os.write
+    halves: list[int] = []
+
+    def half_write(fd: int, data: bytes | memoryview) -> int:
+        # the first direct write, from this (the sending) thread: the kernel takes half
+        if len(data) > 1 and not halves and threading.current_thread() is threading.main_thread():
+            halves.append(len(data) // 2)
+            return real_write(fd, data[: len(data) // 2])
+        return real_write(fd, data)
+
+    slow: dict[str, Any] = {"heartbeat_interval": 3600.0, "heartbeat_timeout": 7200.0}
+    b_name = f"b@127.0.0.1:{free_port()}"
+    b_cluster = skycluster.Cluster(b_name, cookie=COOKIE, port_mapper=False, **slow)
+    with local_cluster("a", **slow) as a, b_cluster as b:
+        box = b.register("inbox")
+        assert a.connect_blocking(b_name)
+        monkeypatch.setattr(os, "write", half_write)  # what the messenger calls
+        deadline = time.monotonic() + 10
+        seq = 0
+        while not halves:  # until a send takes the direct path (the link may be busy)
+            assert time.monotonic() < deadline, "no send took the direct write"
+            a.send_blocking(b_name, "inbox", ["whole", seq, "x" * 200])
+            assert box.receive(timeout=10) == ["whole", seq, "x" * 200]
+            seq += 1
+        a.send_blocking(b_name, "inbox", "next")
+        assert box.receive(timeout=10) == "next"  # the framing is intact

@@ -143,6 +143,7 @@ class Channel:
             payload = b"".join((_BATCH_START[kind], head, b"\x91", data))
         frame = frames.HEADER.pack(len(payload)) + payload
         written = 0
+        tail = False  # part of the frame waits in link.unsent for the node's loop
         transport = link.transport
         traffic = self.messenger.node.traffic
         with link.write_lock:
@@ -171,11 +172,12 @@ class Channel:
                     # The rest goes out on the node's loop before any other frame.
                     link.unsent = frame[written:]
                     written = len(frame)
+                    tail = True
         with self.lock:
             self._direct_busy = False
             if written < len(frame):
                 self._raw = frame
-            elif not self.groups:
+            elif not self.groups and not tail:  # a tail needs the flush to go out
                 self.flush_pending = False
                 return
         self.loop.call_soon_threadsafe(self.flush)
