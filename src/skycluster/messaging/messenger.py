@@ -338,24 +338,14 @@ class Messenger:
     # -- registrations (any thread) ---------------------------------------------
 
     def register(self, name: str, maxsize: int) -> Mailbox:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"a mailbox name is a non-empty str, got {name!r}")
         with self._lock:
-            if self.closed:
-                raise RuntimeError("the cluster is stopping")
-            if name in self.mailboxes or name in self.handlers:
-                raise AlreadyRegistered(f"a mailbox named {name!r} is registered already")
+            self._check_free(name)
             box = self.mailboxes[name] = Mailbox(self, name, maxsize)
         return box
 
     def serve(self, name: str, handler: Callable[[Any], Any]) -> Callable[[], None]:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"a mailbox name is a non-empty str, got {name!r}")
         with self._lock:
-            if self.closed:
-                raise RuntimeError("the cluster is stopping")
-            if name in self.mailboxes or name in self.handlers:
-                raise AlreadyRegistered(f"a mailbox named {name!r} is registered already")
+            self._check_free(name)
             self.handlers[name] = handler
 
         def stop() -> None:
@@ -364,6 +354,15 @@ class Messenger:
                     del self.handlers[name]
 
         return stop
+
+    def _check_free(self, name: str) -> None:
+        """A mailbox or handler may take ``name`` (called with the lock held)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a mailbox name is a non-empty str, got {name!r}")
+        if self.closed:
+            raise RuntimeError("the cluster is stopping")
+        if name in self.mailboxes or name in self.handlers:
+            raise AlreadyRegistered(f"a mailbox named {name!r} is registered already")
 
     def unregister(self, box: Mailbox) -> None:
         with self._lock:
