@@ -118,18 +118,34 @@ async def on_node(cluster: Cluster, function: Callable[[], T]) -> T:
     return await asyncio.wrap_future(runtime.call(function))
 
 
+def _attempt(check: Callable[[], Any], what: str, within: float, deadline: float) -> Any:
+    """One call of ``check``: its result, or the failure of the test once past ``deadline``."""
+    result = check()
+    if not result and time.monotonic() > deadline:
+        raise AssertionError(f"not within {within} s: {what} (last: {result!r})")
+    return result
+
+
 async def eventually(
     check: Callable[[], Any], what: str, *, within: float = WITHIN, step: float = 0.01
 ) -> Any:
     """Poll ``check`` until it is truthy (for state that has no event of its own)."""
     deadline = time.monotonic() + within
     while True:
-        result = check()
-        if result:
+        if result := _attempt(check, what, within, deadline):
             return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what} (last: {result!r})")
         await asyncio.sleep(step)
+
+
+def eventually_blocking(
+    check: Callable[[], Any], what: str, *, within: float = WITHIN, step: float = 0.05
+) -> Any:
+    """:func:`eventually` for code outside an event loop (it blocks the thread)."""
+    deadline = time.monotonic() + within
+    while True:
+        if result := _attempt(check, what, within, deadline):
+            return result
+        time.sleep(step)
 
 
 class Recorder:

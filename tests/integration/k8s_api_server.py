@@ -23,7 +23,6 @@ one-shot raw responses, and cutting the open watch streams mid-object.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import json
 import os
 import socket
@@ -39,10 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from certs import TestCA
 from kubernetes import client as k8s
 
 NAMESPACE = "testns"
@@ -55,71 +51,6 @@ _serializer = k8s.ApiClient()
 
 def serialise(model: Any) -> Any:
     return _serializer.sanitize_for_serialization(model)  # type: ignore[no-untyped-call]
-
-
-# -- certificates --------------------------------------------------------------
-
-
-@dataclass
-class TestCA:
-    __test__ = False
-
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    @classmethod
-    def create(cls, name: str = "test CA") -> TestCA:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(cert, key)
-
-    def pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    def issue(self, directory: Path, sans: list[str]) -> tuple[Path, Path]:
-        """A server certificate for ``sans`` (IPs or DNS names): (cert file, key file)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        names: list[x509.GeneralName] = []
-        for san in sans:
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(san)))
-            except ValueError:
-                names.append(x509.DNSName(san))
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        directory.mkdir(parents=True, exist_ok=True)
-        cert_file, key_file = directory / "server.crt", directory / "server.key"
-        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + self.pem())
-        key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        return cert_file, key_file
 
 
 # -- the namespace model -------------------------------------------------------
@@ -175,11 +106,11 @@ class FakeKubernetes:
         self.gone_sent = 0  # watches answered with the 410 ERROR event
         self._closing = False
         self.watching = 0
-        cert, key = self.ca.issue(directory / "tls", [host])
+        tls = self.ca.issue(directory / "tls", "kube-apiserver", [host])
         self.httpd = _Server((host, 0), _Handler)
         self.httpd.api = self
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(tls.cert, tls.key)
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(

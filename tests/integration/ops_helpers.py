@@ -58,18 +58,6 @@ def get(address: str, path: str, method: str = "GET") -> Reply:
     return parse_reply(raw(address, f"{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode()))
 
 
-def eventually(check: Any, what: str, within: float = WITHIN, step: float = 0.05) -> Any:
-    """Poll ``check`` until it returns something truthy (state that has no event)."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        time.sleep(step)
-
-
 class EventStream:
     """A client of ``/events``: ``next(kind)`` waits for the next event of a kind."""
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from certs import TestCA
 from cluster_helpers import async_test
-from k8s_api_server import NAMESPACE, FakeKubernetes, Pod, Raw, TestCA, serialise
+from k8s_api_server import NAMESPACE, FakeKubernetes, Pod, Raw, serialise
 from kubernetes import client as k8s
 
 from skycluster import Cluster, Topology

@@ -5,7 +5,6 @@ runs in this process."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import json
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from certs import TestCA
 
 import skycluster
 from skycluster import (
@@ -495,40 +495,8 @@ async def test_slow_receiver_bounds_memory(start_peer: Callable[..., Peer]) -> N
 
 def _tls_files(directory: Path) -> dict[str, str]:
     """A CA and one certificate it signs (both nodes may share it)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def build(subject: str, issuer: str, key: Any, signer: Any, ca: bool) -> Any:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .sign(signer, hashes.SHA256())
-        )
-
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = build("messaging test CA", "messaging test CA", ca_key, ca_key, True)
-    cert = build("node", "messaging test CA", key, ca_key, False)
-    pem = serialization.Encoding.PEM
-    files = {
-        "tls_ca": ca.public_bytes(pem),
-        "tls_cert": cert.public_bytes(pem),
-        "tls_key": key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    }
-    for option, data in files.items():
-        (directory / f"{option}.pem").write_bytes(data)
-    return {option: str(directory / f"{option}.pem") for option in files}
+    files = TestCA.create("messaging test CA").issue(directory, "node", ["skycluster"])
+    return {"tls_cert": str(files.cert), "tls_key": str(files.key), "tls_ca": str(files.ca)}
 
 
 def test_messaging_over_tls(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ import re
 import signal
 
 from agents import COOKIE, AgentFactory, run_cli
-from ops_helpers import eventually, get
+from cluster_helpers import eventually_blocking
+from ops_helpers import get
 
 
 def is_membership(event: dict[str, object]) -> bool:
@@ -108,7 +109,7 @@ def test_an_unreachable_host_is_logged_once_while_it_is_retried(
         )
         return int(float(found.group(1))) if found else 0
 
-    eventually(lambda: attempts() >= 8, "eight dials of the dead node")
+    eventually_blocking(lambda: attempts() >= 8, "eight dials of the dead node")
     warned = [line for line in a.stderr_lines if "cannot link to dead@127.0.0.1" in line]
     assert len(warned) == 1, a.describe()
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster_helpers import COOKIE, async_test, dial_name, make, running
-from ops_helpers import EventStream, eventually, get, parse_reply, raw, split_address
+from cluster_helpers import COOKIE, async_test, dial_name, eventually_blocking, make, running
+from ops_helpers import EventStream, get, parse_reply, raw, split_address
 
 import skycluster
 from skycluster import Cluster, NodeUp, StartError, telemetry
@@ -87,7 +87,7 @@ def test_health_ready_status_and_metadata() -> None:
             peers = get(where, "/status").json()["peers"]
             return peers if peers and peers[0]["rtt"] is not None else None
 
-        (peer,) = eventually(peer_with_rtt, "a heartbeat round trip measured")
+        (peer,) = eventually_blocking(peer_with_rtt, "a heartbeat round trip measured")
         assert peer["node"] == B
         assert peer["address"] == b.address
         assert peer["metadata"] == {"role": "worker", "version": 3}
@@ -180,7 +180,7 @@ async def test_a_silent_peer_emits_heartbeat_timeout() -> None:
             runtime = b._runtime
             assert runtime is not None and runtime.node is not None
             node_b = runtime.node
-            await asyncio.to_thread(eventually, lambda: A in node_b.links, "b linked")
+            await asyncio.to_thread(eventually_blocking, lambda: A in node_b.links, "b linked")
 
             def freeze() -> None:  # b neither reads nor writes on its link, as if frozen
                 link = node_b.links[A]
@@ -213,7 +213,7 @@ def test_metrics_in_the_prometheus_format() -> None:
                 else None
             )
 
-        text = eventually(scraped, "a heartbeat round trip in the histogram")
+        text = eventually_blocking(scraped, "a heartbeat round trip in the histogram")
         reply = get(http(a), "/metrics")
         assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain")
         for line in (
@@ -267,11 +267,11 @@ def test_bad_requests_are_refused_and_the_endpoint_keeps_serving() -> None:
             def refused() -> bool:
                 return parse_reply(raw(where, b"GET /health HTTP/1.1\r\n\r\n")).status == 503
 
-            eventually(refused, "the 65th connection refused while 64 are open")
+            eventually_blocking(refused, "the 65th connection refused while 64 are open")
         finally:
             for sock in idle:
                 sock.close()
-        eventually(lambda: get(where, "/health").status == 200, "served again")
+        eventually_blocking(lambda: get(where, "/health").status == 200, "served again")
 
 
 def test_the_page_is_self_contained() -> None:
@@ -319,13 +319,15 @@ def test_events_stream_membership_and_drops_clients_that_stop_reading() -> None:
 
         # A client that stops reading: a small receive window, and never a recv().
         bus = a._bus
-        eventually(lambda: bus.subscriber_count == 0, "the closed stream unsubscribed")
+        eventually_blocking(lambda: bus.subscriber_count == 0, "the closed stream unsubscribed")
         baseline = 0
         stuck = socket.socket()
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.connect(split_address(where))
         stuck.sendall(b"GET /events HTTP/1.1\r\n\r\n")
-        eventually(lambda: bus.subscriber_count == baseline + 1, "the stuck stream subscribed")
+        eventually_blocking(
+            lambda: bus.subscriber_count == baseline + 1, "the stuck stream subscribed"
+        )
         server = a._runtime.operations.http  # type: ignore[union-attr]
         assert server is not None
         # ~1 MB of events about distinct made-up nodes (nothing to compact)
@@ -333,8 +335,10 @@ def test_events_stream_membership_and_drops_clients_that_stop_reading() -> None:
             bus.publish(NodeUp(f"made-up{i}@127.0.0.1", "127.0.0.1:1", {"pad": "x" * 400}))
             if i % 100 == 0 and server.stats.get("http_events_dropped"):
                 break
-        eventually(lambda: server.stats.get("http_events_dropped") == 1, "stuck client dropped")
-        eventually(lambda: bus.subscriber_count == baseline, "its subscription ended")
+        eventually_blocking(
+            lambda: server.stats.get("http_events_dropped") == 1, "stuck client dropped"
+        )
+        eventually_blocking(lambda: bus.subscriber_count == baseline, "its subscription ended")
         stuck.close()
         # the endpoint serves on, new streams included
         assert get(where, "/health").status == 200
