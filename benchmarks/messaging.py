@@ -123,46 +123,23 @@ async def driver(name: str, workers: list[str], n: int, n10: int, m: int, b: int
             seconds = time.perf_counter() - began
             print(json.dumps({"result": label, "count": count, "seconds": seconds}), flush=True)
 
+        async def round_trips(label: str, mailbox: str) -> None:
+            print(json.dumps({"phase": label}), flush=True)
+            times = []
+            for i in range(m):
+                began = time.perf_counter_ns()
+                await cluster.call(w1, mailbox, i)
+                times.append((time.perf_counter_ns() - began) / 1000)
+            times.sort()
+            median, p99 = times[m // 2], times[min(m - 1, m * 99 // 100)]
+            result = {"result": label, "count": m, "median_us": median, "p99_us": p99}
+            print(json.dumps(result), flush=True)
+
         await stream(n, b"x" * 100, "small")
         await stream(n10, b"x" * 10240, "10k")
 
-        print(json.dumps({"phase": "rtt"}), flush=True)
-        times = []
-        for i in range(m):
-            began = time.perf_counter_ns()
-            await cluster.call(w1, "echo", i)
-            times.append((time.perf_counter_ns() - began) / 1000)
-        times.sort()
-        print(
-            json.dumps(
-                {
-                    "result": "rtt",
-                    "count": m,
-                    "median_us": times[m // 2],
-                    "p99_us": times[min(m - 1, m * 99 // 100)],
-                }
-            ),
-            flush=True,
-        )
-
-        print(json.dumps({"phase": "rtt_served"}), flush=True)
-        times = []
-        for i in range(m):
-            began = time.perf_counter_ns()
-            await cluster.call(w1, "echo_fast", i)
-            times.append((time.perf_counter_ns() - began) / 1000)
-        times.sort()
-        print(
-            json.dumps(
-                {
-                    "result": "rtt_served",
-                    "count": m,
-                    "median_us": times[m // 2],
-                    "p99_us": times[min(m - 1, m * 99 // 100)],
-                }
-            ),
-            flush=True,
-        )
+        await round_trips("rtt", "echo")
+        await round_trips("rtt_served", "echo_fast")
 
         local_done = [SUBS_PER_NODE]
         local_tasks = []

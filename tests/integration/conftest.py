@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from agents import AgentFactory
+
+if TYPE_CHECKING:
+    from k8s_api_server import FakeKubernetes
 
 
 @pytest.fixture
@@ -19,3 +23,15 @@ def agent_factory(tmp_path: Path) -> Iterator[AgentFactory]:
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[FakeKubernetes]:
+    """A fake Kubernetes API server over HTTPS (see k8s_api_server.py)."""
+    from k8s_api_server import FakeKubernetes  # its dependencies load only for these tests
+
+    server = FakeKubernetes(tmp_path / "api")
+    try:
+        yield server
+    finally:
+        server.close()

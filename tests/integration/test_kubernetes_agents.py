@@ -6,22 +6,9 @@ KUBERNETES_SERVICE_HOST/PORT)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from agents import Agent, AgentFactory
 from k8s_api_server import FakeKubernetes, Pod
 from loopback_agents import loopback_agent, shared_port
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[FakeKubernetes]:
-    server = FakeKubernetes(tmp_path / "api")
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def observer(

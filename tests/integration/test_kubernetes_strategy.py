@@ -83,15 +83,6 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[FakeKubernetes]:
-    server = FakeKubernetes(tmp_path / "api")
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def strategy(api: FakeKubernetes, **options: Any) -> Kubernetes:
     values: dict[str, Any] = {
         "selector": "app=demo",
