@@ -19,6 +19,10 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/mypy src
 	$(BIN)/pytest -q
+	# the core and messaging once more with the node thread on the standard asyncio loop
+	SKYCLUSTER_NODE_LOOP=asyncio $(BIN)/pytest -q tests/integration/test_node_loop.py \
+		tests/integration/test_messaging.py tests/integration/test_cluster_api.py \
+		tests/integration/test_agents.py
 
 bench: $(BIN)/.installed
 	./scripts/install-system-deps

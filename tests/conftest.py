@@ -3,12 +3,18 @@
 Every node started by the tests (in this process or as a child process, which
 inherits the environment) uses a port mapper on a private port, so that the
 suite never meets a port mapper of the machine (epmd on 4369) nor leaves one.
+
+``SKYCLUSTER_NODE_LOOP=asyncio pytest ...`` runs every node's thread on that event
+loop: agents read the variable themselves, in-process clusters take it as their
+default (``make test`` runs the core and messaging tests once more this way).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+
+from skycluster import Cluster
 
 
 def _free_port() -> int:
@@ -19,3 +25,7 @@ def _free_port() -> int:
 
 os.environ["SKYCLUSTER_EPMD_PORT"] = str(_free_port())
 os.environ.pop("ERL_EPMD_PORT", None)
+
+if os.environ.get("SKYCLUSTER_NODE_LOOP"):
+    assert Cluster.__init__.__kwdefaults__ is not None
+    Cluster.__init__.__kwdefaults__["node_loop"] = os.environ["SKYCLUSTER_NODE_LOOP"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -80,6 +81,7 @@ class Cluster(Messaging):
         strategy_restart_backoff: tuple[float, float] = (0.5, 30.0),
         http: str | None = None,
         min_nodes: int = 0,
+        node_loop: str = "auto",
         environ: Mapping[str, str] | None = None,
     ) -> None:
         environ = os.environ if environ is None else environ
@@ -103,6 +105,7 @@ class Cluster(Messaging):
             raise ConfigError("TLS needs all three of tls_cert, tls_key and tls_ca")
         listen_host, listen_port = _listen_address(node_name, listen, dist_port)
         http_address, metadata = _operations(http, min_nodes, metadata)
+        _check_node_loop(node_loop)
         self._cookie = load_cookie(cookie, environ)
         self.settings = NodeSettings(
             name=node_name,
@@ -121,6 +124,7 @@ class Cluster(Messaging):
             metadata=metadata,
             http=http_address,
             min_nodes=min_nodes,
+            node_loop=node_loop,
             tls=TLSFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key and tls_ca else None,
             port_mapper=_port_mapper_settings(
                 port_mapper, epmd_port, epmd_bind, listen_host, environ
@@ -508,6 +512,18 @@ def _operations(
     except ValueError as exc:
         raise ConfigError(f"{_spelled('metadata')}: {exc}") from None
     return address, checked
+
+
+def _check_node_loop(node_loop: str) -> None:
+    if node_loop not in config.NODE_LOOPS:
+        raise ConfigError(
+            f"{_spelled('node_loop')} must be auto, asyncio or uvloop, got {node_loop!r}"
+        )
+    if node_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError(
+            f"{_spelled('node_loop')} is uvloop, which is not installed: "
+            "pip install 'skycluster[fast]', or use auto or asyncio"
+        )
 
 
 def _spelled(key: str) -> str:

@@ -51,6 +51,7 @@ class NodeSettings:
     port_mapper: PortMapperSettings | None = None  # None: neither register nor resolve names
     http: tuple[str, int] | None = None  # operations endpoint (skycluster.ops); None: off
     min_nodes: int = 0  # /ready answers 200 once this many peers are linked
+    node_loop: str = "auto"  # the node thread's event loop: auto, asyncio or uvloop
 
 
 # -- value parsers: each raises ValueError with the accepted form -------------
@@ -74,6 +75,16 @@ def parse_port(text: str) -> int:
     ):
         raise ValueError("expected a port number from 1 to 65535")
     return int(digits)
+
+
+NODE_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def parse_node_loop(text: str) -> str:
+    value = text.strip().lower()
+    if value not in NODE_LOOPS:
+        raise ValueError("expected auto, asyncio or uvloop")
+    return value
 
 
 def parse_bool(text: str) -> bool:
@@ -256,6 +267,12 @@ NODE_OPTIONS: tuple[Option, ...] = (
         metavar="HOST:PORT",
     ),
     Option("min_nodes", parse_count, "peers linked before /ready says ready [0]", metavar="N"),
+    Option(
+        "node_loop",
+        parse_node_loop,
+        "event loop of the node's thread: auto (uvloop when installed), asyncio, uvloop [auto]",
+        metavar="LOOP",
+    ),
 )
 
 

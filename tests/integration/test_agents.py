@@ -577,6 +577,7 @@ USAGE_ERRORS: list[tuple[str, list[str], dict[str, str], str]] = [
     ("env-name", ["agent"], {"SKYCLUSTER_NAME": "bad"}, "SKYCLUSTER_NAME"),
     ("env-bool", ["agent", "--name", NAME], {"SKYCLUSTER_FULL_MESH": "perhaps"},
      "SKYCLUSTER_FULL_MESH"),
+    ("node-loop", ["agent", "--name", NAME, "--node-loop", "tokio"], {}, "--node-loop"),
 ]  # fmt: skip
 
 

@@ -117,6 +117,9 @@ GOOD: list[tuple[str, str, Any]] = [
     ("listen", "127.0.0.1:4401", "127.0.0.1:4401"),
     ("listen", "[::1]:4401", "[::1]:4401"),
     ("listen", "[0:0::1]:1", "[::1]:1"),
+    ("node_loop", " UVLOOP ", "uvloop"),
+    ("node_loop", "asyncio", "asyncio"),
+    ("node_loop", "auto", "auto"),
 ]
 
 
@@ -150,6 +153,8 @@ BAD: list[tuple[str, str, str]] = [
     ("name", "a@b:0", "accepted forms: name@host"),
     ("listen", "127.0.0.1", "a port is required"),
     ("listen", "::1:4401", "brackets"),
+    ("node_loop", "tokio", "expected auto, asyncio or uvloop"),
+    ("node_loop", "uv loop", "expected auto, asyncio or uvloop"),
 ]
 
 

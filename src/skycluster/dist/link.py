@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from skycluster.dist import frames
 from skycluster.dist.handshake import (
@@ -94,8 +94,8 @@ class Link(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # cast, not isinstance: uvloop's transports do not subclass asyncio.Transport
+        self.transport = transport = cast(asyncio.Transport, transport)
         peername = transport.get_extra_info("peername")
         if peername:
             self.peer_address = f"{peername[0]}:{peername[1]}"

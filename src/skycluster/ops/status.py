@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 
 def node_status(node: Node) -> dict[str, Any]:
-    """``{"node", "address", "hidden", "metadata", "started", "version", "min_nodes",
-    "ready", "peers": [{"node", "address", "since", "rtt", "last_heard", "metadata",
+    """``{"node", "address", "hidden", "metadata", "started", "version", "node_loop",
+    "min_nodes", "ready", "peers": [{"node", "address", "since", "rtt", "last_heard", "metadata",
     "direction", "links"}], "hidden_peers"}``; times are Unix seconds, rtt and
     last_heard seconds."""
     from skycluster import __version__
@@ -50,6 +50,7 @@ def node_status(node: Node) -> dict[str, Any]:
         "metadata": dict(node.settings.metadata),
         "started": node.started,
         "version": __version__,
+        "node_loop": "uvloop" if type(node.loop).__module__.startswith("uvloop") else "asyncio",
         "min_nodes": node.settings.min_nodes,
         "ready": len(peers) >= node.settings.min_nodes,
         "peers": peers,
