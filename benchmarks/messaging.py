@@ -3,6 +3,7 @@
 
     python benchmarks/messaging.py [--small 1000000] [--large 100000] [--rtt 20000]
                                    [--broadcasts 1000] [--impls skycluster,erlang]
+                                   [--node-loop auto|asyncio|uvloop]
 
 The same work on both sides, each node its own OS process, all on 127.0.0.1:
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -51,7 +53,9 @@ MIB = 1024 * 1024
 async def worker(name: str) -> None:
     import skycluster
 
-    async with skycluster.Cluster(name, cookie=COOKIE, port_mapper=False) as cluster:
+    async with skycluster.Cluster(
+        name, cookie=COOKIE, port_mapper=False, node_loop=os.environ["SKYCLUSTER_NODE_LOOP"]
+    ) as cluster:
         state: dict[str, Any] = {"expect": None, "count": 0}
         sink = cluster.register("sink")
         echo = cluster.register("echo")
@@ -106,7 +110,9 @@ async def worker(name: str) -> None:
 async def driver(name: str, workers: list[str], n: int, n10: int, m: int, b: int) -> None:
     import skycluster
 
-    async with skycluster.Cluster(name, cookie=COOKIE, port_mapper=False) as cluster:
+    async with skycluster.Cluster(
+        name, cookie=COOKIE, port_mapper=False, node_loop=os.environ["SKYCLUSTER_NODE_LOOP"]
+    ) as cluster:
         done = cluster.register("done")
         w1 = workers[0]
         for w in workers:
@@ -467,6 +473,7 @@ def run_side(impl: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
                 str(args.broadcasts),
             )
         else:
+            env["SKYCLUSTER_NODE_LOOP"] = args.node_loop
             workers = [f"w{i}@{HOST}:{free_port()}" for i in (1, 2, 3)]
             for w in workers:
                 procs.append(
@@ -631,6 +638,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per side; the median is shown")
     parser.add_argument("--max-seconds", type=float, default=600)
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument(
+        "--node-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop of each skycluster node's thread (the application's loop is asyncio's)",
+    )
     args = parser.parse_args()
     load = os.getloadavg()
     print(
@@ -662,6 +675,9 @@ def main() -> None:
         f"median of {args.runs} run(s) per side, sides taking turns; skycluster consumers "
         "take messages with mailbox.get_many(), senders use await send."
     )
+    uvloop = importlib.util.find_spec("uvloop") is not None
+    node_loop = {"auto": "uvloop" if uvloop else "asyncio"}.get(args.node_loop, args.node_loop)
+    print(f"skycluster node threads on {node_loop}; application loops on asyncio.")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "load": load}, indent=2))
 
