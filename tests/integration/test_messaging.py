@@ -33,7 +33,7 @@ from skycluster import (
     NoSuchMailbox,
     UnencodableMessage,
 )
-from skycluster.messaging.messenger import READ_SIZE
+from skycluster.dist.link import READ_SIZE
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "messaging-test-cookie"

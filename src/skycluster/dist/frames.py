@@ -53,7 +53,7 @@ class FrameDecoder:
         self.max_size = max_size
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
         buf = self._buffer
         buf += data
         frames: list[bytes] = []

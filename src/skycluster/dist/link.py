@@ -40,6 +40,11 @@ GOODBYE = 4  # [GOODBYE, reason]   the sender is about to close: "shutdown" | "d
 # operations (skycluster.ops.remote, docs/protocol.md).
 STATUS_REQUEST = 20  # [STATUS_REQUEST, id] / [STATUS, id, map]: a peer's membership view
 
+# Bytes read from a socket at once (fewer, larger reads: fewer wake-ups of the
+# application per message), into one buffer per node: every link of a node
+# reads on the node's thread, one at a time, and copies out what it read.
+READ_SIZE = 1024 * 1024
+
 
 class LinkRefused(Exception):
     """The acceptor refused our HELLO (reason in ``reason``)."""
@@ -58,7 +63,7 @@ _REFUSAL_HINTS = {
 }
 
 
-class Link(asyncio.Protocol):
+class Link(asyncio.BufferedProtocol):
     """A connection being authenticated, then an established link."""
 
     def __init__(self, node: Node, *, initiator: bool, expect: NodeName | None = None) -> None:
@@ -106,14 +111,18 @@ class Link(asyncio.Protocol):
         if self.initiator:
             transport.write(self.handshake.initiate())
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.node.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         self.last_received = time.monotonic()
-        self.node.traffic.bytes_in += len(data)
+        self.node.traffic.bytes_in += nbytes
+        data = self.node.read_buffer[:nbytes]  # valid until we return: copied by the decoders
         try:
             if self.up:
                 self._link_data(data)
             elif not self.closing:
-                self._handshake_data(data)
+                self._handshake_data(bytes(data))
         except Exception as exc:  # a bug must cost this connection only, never the node
             log.exception("unexpected error on the connection with %s", self.peer_address)
             self.node.protocol_error(self, f"internal error: {exc.__class__.__name__}")
@@ -194,7 +203,7 @@ class Link(asyncio.Protocol):
 
     # -- link -----------------------------------------------------------------
 
-    def _link_data(self, data: bytes) -> None:
+    def _link_data(self, data: bytes | memoryview) -> None:
         messenger = self.node.messenger
         try:
             for payload in self._decoder.feed(data):

@@ -24,7 +24,7 @@ from typing import Any
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
 from skycluster.dist.handshake import NodeInfo, RejectReason
-from skycluster.dist.link import PEERS, Link, LinkRefused
+from skycluster.dist.link import PEERS, READ_SIZE, Link, LinkRefused
 from skycluster.errors import NodeUnreachable, StartError
 from skycluster.events import DownReason, EventBus, NodeDown, NodeUp
 from skycluster.messaging.messenger import Messenger
@@ -53,6 +53,7 @@ class Node:
         self.stats: dict[str, int] = {}
         self.telemetry = Telemetry(parent=GLOBAL)  # see skycluster.telemetry for the events
         self.traffic = Traffic()
+        self.read_buffer = memoryview(bytearray(READ_SIZE))  # shared by the links (link.py)
         self.remote_status = RemoteStatus(self)  # operations frames (skycluster members)
         self.started = time.time()
         self.resolve: Resolver | None = None  # asks a port mapper; set by the runtime

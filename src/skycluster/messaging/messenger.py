@@ -49,7 +49,6 @@ log = logging.getLogger("skycluster.messaging")
 
 FLUSH_BYTES = 1024 * 1024  # written per turn of the node's loop, per link
 WRITE_BUFFER = 1024 * 1024  # the transport's high-water mark
-READ_SIZE = 1024 * 1024  # bytes read from a socket at once
 DIRECT_IDLE = 50e-6  # a link idle this long may take a small frame straight from the sender
 
 # offer() results
@@ -480,9 +479,6 @@ class Messenger:
         ident = link.identity
         assert ident is not None and link.transport is not None
         link.transport.set_write_buffer_limits(high=WRITE_BUFFER)
-        if isinstance(getattr(link.transport, "max_size", None), int):
-            # asyncio reads at most 256 KiB per call: larger reads, fewer GIL hand-offs
-            link.transport.max_size = READ_SIZE  # type: ignore[attr-defined]
         if link.transport.get_extra_info("sslcontext") is None:
             sock = link.transport.get_extra_info("socket")
             if sock is not None:
