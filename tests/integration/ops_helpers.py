@@ -55,7 +55,8 @@ def parse_reply(data: bytes) -> Reply:
 
 
 def get(address: str, path: str, method: str = "GET") -> Reply:
-    return parse_reply(raw(address, f"{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode()))
+    request = f"{method} {path} HTTP/1.1\r\nHost: {address}\r\n\r\n"
+    return parse_reply(raw(address, request.encode()))
 
 
 class EventStream:
@@ -63,7 +64,7 @@ class EventStream:
 
     def __init__(self, address: str) -> None:
         self.sock = socket.create_connection(split_address(address), timeout=WITHIN)
-        self.sock.sendall(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")
+        self.sock.sendall(f"GET /events HTTP/1.1\r\nHost: {address}\r\n\r\n".encode())
         self._buffer = b""
         head = self._read_until(b"\r\n\r\n")
         self.status = int(head.split(b" ", 2)[1])

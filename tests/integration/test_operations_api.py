@@ -274,6 +274,37 @@ def test_bad_requests_are_refused_and_the_endpoint_keeps_serving() -> None:
         eventually_blocking(lambda: get(where, "/health").status == 200, "served again")
 
 
+def test_a_loopback_endpoint_answers_only_for_localhost_or_an_ip() -> None:
+    """DNS rebinding: a page on evil.example, its name resolved to 127.0.0.1, must
+    not read /status through a browser; curl, Prometheus and the page itself can."""
+    a = make("a", http="127.0.0.1:0", metadata={"secret_role": "db"})
+    with started(a):
+        where = http(a)
+        port = split_address(where)[1]
+
+        def ask(host: str | None) -> Any:
+            head = "" if host is None else f"Host: {host}\r\n"
+            return parse_reply(raw(where, f"GET /status HTTP/1.1\r\n{head}\r\n".encode()))
+
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example",
+                     "[::1", "", "localhost.evil.example:80", "127.0.0.1:80:80"):  # fmt: skip
+            refused = ask(host)
+            assert refused.status == 403, host
+            assert b"secret_role" not in refused.body and b"Host header" in refused.body
+        for host in (None, where, f"localhost:{port}", "LOCALHOST", f"[::1]:{port}",
+                     "app.localhost", f"10.1.2.3:{port}"):  # fmt: skip
+            assert ask(host).status == 200, host
+        assert a.stats().get("http_rejected_host", 0) >= 7
+
+
+def test_an_endpoint_on_another_address_answers_any_host() -> None:
+    a = make("a", http="0.0.0.0:0")
+    with started(a):
+        port = split_address(http(a))[1]
+        request = b"GET /health HTTP/1.1\r\nHost: node-a.cluster.local\r\n\r\n"
+        assert parse_reply(raw(f"127.0.0.1:{port}", request)).status == 200
+
+
 def test_the_page_is_self_contained() -> None:
     a = make("a", http="127.0.0.1:0")
     with started(a):

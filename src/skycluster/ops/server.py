@@ -11,12 +11,18 @@ limits; a request must arrive within ``request_timeout``; at most
 ``max_connections`` connections at once and ``max_streams`` ``/events``
 streams; a stream whose client stops reading is dropped as soon as more than
 ``max_stream_buffer`` bytes wait for it, so it holds no memory.
+
+DNS rebinding: on a loopback address the endpoint answers only requests whose
+``Host`` is ``localhost`` or an IP address. A web page whose own name was made to
+resolve to 127.0.0.1 sends its name as ``Host``, so it cannot read ``/status``
+through the browser of someone running a node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import socket
@@ -66,6 +72,7 @@ class HttpServer:
         self._tasks = TaskSet(log)
         self._writers: set[asyncio.StreamWriter] = set()
         self._streams = 0
+        self._check_host = _is_loopback(settings.host)
 
     @property
     def address(self) -> str:
@@ -146,6 +153,10 @@ class HttpServer:
     async def _route(
         self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if self._check_host and not _local_host(request.headers.get("host")):
+            self._count("http_rejected_host")
+            writer.write(response(403, HOST_REFUSED))
+            return
         if request.method not in ("GET", "HEAD"):
             writer.write(response(405, b"GET or HEAD only\n", headers={"Allow": "GET, HEAD"}))
             return
@@ -254,6 +265,38 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 if not data:
                     break
                 discarded += len(data)
+
+
+HOST_REFUSED = (
+    b"this endpoint listens on loopback and answers only requests for localhost or an "
+    b"IP address (Host header); listen on another address to serve other names\n"
+)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _local_host(header: str | None) -> bool:
+    """A Host header that names this machine: localhost or an IP address (with or
+    without a port). No header at all is a tool, not a browser: allowed."""
+    if header is None:
+        return True
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else ""
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _event_record(event: NodeUp | NodeDown) -> tuple[str, dict[str, Any]]:
