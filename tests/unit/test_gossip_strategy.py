@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -178,6 +180,82 @@ def test_help_lists_every_gossip_flag(capsys: pytest.CaptureFixture[str]) -> Non
         "LIBCLUSTER_MULTICAST_PORT_IF_ADDR",
     ):
         assert flag in out
+
+
+def _beat(codec: GossipCodec) -> bytes:
+    return codec.encode(Heartbeat("a@10.0.0.1:4401", 1, 1, int(time.time() * 1000)))
+
+
+def test_secrets_from_a_file_seal_and_open_like_given_ones(tmp_path: Path) -> None:
+    path = tmp_path / "gossip-secret"
+    path.write_text("# rotated in on Monday\n\n  new-secret  \nold-secret\n")
+    path.chmod(0o600)
+    from_file = Gossip(secret_file=str(path))
+    assert from_file.secrets == ["new-secret", "old-secret"]  # the first line sends
+    mine = GossipCodec(from_file.secrets)
+    assert isinstance(mine.decode(_beat(GossipCodec(["old-secret"])), time.time()), Heartbeat)
+    assert isinstance(GossipCodec(["new-secret"]).decode(_beat(mine), time.time()), Heartbeat)
+    assert not isinstance(GossipCodec(["other"]).decode(_beat(mine), time.time()), Heartbeat)
+    # with `secret` too, that one sends and the file's are accepted
+    assert Gossip(secret="flag", secret_file=str(path)).secrets == [
+        "flag",
+        "new-secret",
+        "old-secret",
+    ]
+    # the flag and the environment variable
+    assert parse([f"--secret-file={path}"]).secrets == ["new-secret", "old-secret"]
+    args = cli.build_parser().parse_args(["agent", "--strategy", "gossip"])
+    (strategy,) = topologies_from({"SKYCLUSTER_SECRET_FILE": str(path)}, vars(args)).values()
+    assert isinstance(strategy, Gossip) and strategy.secrets == ["new-secret", "old-secret"]
+
+
+def test_a_secret_file_others_can_read_is_used_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "secret"
+    path.write_text("hunter2-gossip\n")
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="skycluster.strategy.gossip"):
+        assert Gossip(secret_file=str(path)).secrets == ["hunter2-gossip"]
+    assert "chmod 600" in caplog.text and "mode 644" in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "why"),
+    [
+        (None, 0o600, "cannot read it (No such file or directory)"),
+        (b"", 0o600, "holds no secret: write one per line"),
+        (b"# only a comment\n\n   \n", 0o600, "holds no secret"),
+        (b"hunter2" * 20000, 0o600, "larger than 64 KiB"),
+        (b"hunter2\xff\xfe\n", 0o600, "is not UTF-8 text"),
+        ("dir", 0o700, "cannot read it (Is a directory)"),
+        ("fifo", 0o600, "is not a regular file"),
+    ],
+    ids=["missing", "empty", "comments", "huge", "binary", "directory", "fifo"],
+)
+def test_a_bad_secret_file_exits_2_naming_the_file_not_its_content(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes | str | None,
+    mode: int,
+    why: str,
+) -> None:
+    path = tmp_path / "secret"
+    if content == "dir":
+        path.mkdir()
+    elif content == "fifo":
+        os.mkfifo(path)  # would block a reader that does not check: it must not
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    if path.exists():
+        path.chmod(mode)
+    argv = ["agent", "--name", "a@127.0.0.1", "--strategy", "gossip", "--secret-file", str(path)]
+    assert cli.main(argv, environ={}) == 2
+    err = capsys.readouterr().err
+    assert f"secret_file '{path}'" in err and why in err
+    assert len(err.strip().splitlines()) == 1
+    assert "hunter2" not in err
 
 
 def test_library_arguments_are_checked() -> None:

@@ -19,8 +19,10 @@ import asyncio
 import ipaddress
 import logging
 import math
+import os
 import random
 import socket
+import stat
 import struct
 import sys
 import time
@@ -34,6 +36,8 @@ from skycluster.errors import ConfigError
 from skycluster.gossip_packet import DEFAULT_MAX_AGE, Drop, DropReason, GossipCodec, Heartbeat
 from skycluster.names import NodeName
 from skycluster.strategy.base import Strategy, StrategyContext
+
+log = logging.getLogger("skycluster.strategy.gossip")
 
 DEFAULT_PORT = 45892
 DEFAULT_MULTICAST_ADDR = "230.1.1.251"
@@ -141,6 +145,12 @@ class Gossip(Strategy):
             secret=True,
             multiple=True,
         ),
+        Option(
+            "secret_file",
+            parse_text,
+            "file with the secret(s), one per line (a mounted Kubernetes Secret) [none]",
+            metavar="FILE",
+        ),
         Option("gossip_label", parse_text, "cluster label, separates clusters [none]", metavar="L"),
     )
 
@@ -163,6 +173,7 @@ class Gossip(Strategy):
         secret: str | bytes | Sequence[str | bytes] | None = None,
         label: str = "",
         max_age: float = DEFAULT_MAX_AGE,
+        secret_file: str | None = None,
     ) -> None:
         if type(port) is not int or not 0 < port < 65536:
             raise ConfigError(f"gossip port must be from 1 to 65535, got {port!r}")
@@ -195,6 +206,8 @@ class Gossip(Strategy):
             secrets = [secret]
         else:
             secrets = list(secret)
+        if secret_file is not None:
+            secrets.extend(read_secret_file(secret_file))  # after `secret`: that one sends
         self.secrets = secrets
         self.label = label
         GossipCodec(secrets, label, max_age)  # checks secrets, label and the crypto package now
@@ -220,6 +233,43 @@ class Gossip(Strategy):
             f"Gossip({self.multicast_addr}:{self.port}, if_addr={self.if_addr}, "
             f"multicast_if={self.multicast_if}, {mode}, interval={self.interval}{secrets})"
         )
+
+
+MAX_SECRET_FILE = 64 * 1024
+
+
+def read_secret_file(path: str) -> list[str]:
+    """The secrets in ``path``, one per line; blank lines and lines starting with
+    ``#`` are skipped. Errors name the file and what to fix, never its content."""
+    where = f"secret_file {path!r}"
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as file:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(f"{where} is not a regular file")
+            data = file.read(MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it ({exc.strerror})") from None
+    if len(data) > MAX_SECRET_FILE:
+        raise ConfigError(f"{where} is larger than 64 KiB: give a file of secrets, one per line")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where} is not UTF-8 text") from None
+    lines = (line.strip() for line in text.splitlines())
+    secrets = [line for line in lines if line and not line.startswith("#")]
+    if not secrets:
+        raise ConfigError(f"{where} holds no secret: write one per line")
+    if info.st_mode & stat.S_IROTH:
+        log.warning(
+            "%s can be read by every user of this host (mode %o): chmod 600 it "
+            "(a Kubernetes Secret volume: defaultMode: 0400)",
+            where,
+            stat.S_IMODE(info.st_mode),
+        )
+    return secrets
 
 
 def _option(name: str, value: Any, parse: Any) -> Any:
