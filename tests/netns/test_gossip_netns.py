@@ -93,10 +93,14 @@ def test_on_loopback_alone(lab: Lab, tmp_path: Path) -> None:
 def test_three_hosts_form_a_full_mesh_and_outsiders_are_left_out(lab: Lab, tmp_path: Path) -> None:
     h1, h2, h3, h4, h5 = lab.add_hosts(5)
     home = tmp_path / "home"
+    secret_file = tmp_path / "gossip-secret"  # n3 reads it from a file, behind a comment
+    secret_file.write_text(f"# gossip secret\n{SECRET}\n")
+    secret_file.chmod(0o600)
     members = [
         gossip_agent(lab, h1, "n1", home, "--secret", SECRET, "--multicast-if", "eth0"),
         gossip_agent(lab, h2, "n2", home, "--secret", SECRET, "--multicast-if", h2.address),
-        gossip_agent(lab, h3, "n3", home, "--secret", SECRET),  # interface chosen by routing
+        # interface chosen by routing
+        gossip_agent(lab, h3, "n3", home, "--secret-file", str(secret_file)),
     ]
     wrong_secret = gossip_agent(lab, h4, "wrong-secret", home, "--secret", "another-secret")
     wrong_cookie = lab.start(
