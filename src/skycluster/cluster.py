@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import importlib.util
-import ipaddress
 import logging
 import os
 import time
@@ -36,7 +35,7 @@ from skycluster.events import (
     SyncSubscription,
 )
 from skycluster.messaging.api import Messaging
-from skycluster.names import NodeName, format_address, parse_address
+from skycluster.names import NodeName, format_address, is_loopback, parse_address
 from skycluster.strategy import Strategy, Topology, strategy_class, topology_name
 
 log = logging.getLogger("skycluster")
@@ -487,15 +486,8 @@ def _port_mapper_settings(
         # One port mapper per host, reached over loopback by the nodes of the host:
         # a node that listens on loopback only keeps it there; any other serves it on
         # every interface (as epmd does), so that other hosts can ask it.
-        bind = "127.0.0.1" if _is_loopback(listen_host) else "0.0.0.0"
+        bind = "127.0.0.1" if is_loopback(listen_host) else "0.0.0.0"
     return PortMapperSettings(port=port, bind=bind)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _operations(

@@ -58,7 +58,7 @@ class NodeName:
 
     @property
     def is_ip(self) -> bool:
-        return _is_ip(self.host)
+        return is_ip(self.host)
 
     def with_port(self, port: int | None) -> NodeName:
         return NodeName(self.name, self.host, port)
@@ -121,7 +121,7 @@ def _split_host_port(text: str, rest: str) -> tuple[str, int | None]:
         port_text = port_text_ if sep else None
         if not host:
             raise _bad(text, "the host is empty")
-        if not _is_ip(host) and not _is_hostname(host):
+        if not is_ip(host) and not _is_hostname(host):
             raise _bad(text, f"{host!r} is not a hostname or IP address")
     return host, (None if port_text is None else _parse_port(text, port_text))
 
@@ -144,12 +144,21 @@ def _bad(text: str, why: str) -> ValueError:
     )
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """``host`` is an IPv4 or IPv6 address (no brackets)."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
         return False
     return True
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` is a loopback IP address (a name such as localhost is not)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_hostname(host: str) -> bool:

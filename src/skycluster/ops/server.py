@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import socket
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from skycluster._tasks import TaskSet
 from skycluster.events import AsyncSubscription, EventBus, NodeDown, NodeUp
-from skycluster.names import format_address
+from skycluster.names import format_address, is_ip, is_loopback
 from skycluster.ops.http11 import HttpError, Request, RequestParser, response
 from skycluster.ops.status import node_status
 
@@ -72,7 +71,7 @@ class HttpServer:
         self._tasks = TaskSet(log)
         self._writers: set[asyncio.StreamWriter] = set()
         self._streams = 0
-        self._check_host = _is_loopback(settings.host)
+        self._check_host = settings.host == "localhost" or is_loopback(settings.host)
 
     @property
     def address(self) -> str:
@@ -273,13 +272,6 @@ HOST_REFUSED = (
 )
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _local_host(header: str | None) -> bool:
     """A Host header that names this machine: localhost or an IP address (with or
     without a port). No header at all is a tool, not a browser: allowed."""
@@ -290,13 +282,7 @@ def _local_host(header: str | None) -> bool:
         host = host[1 : host.find("]")] if "]" in host else ""
     elif host.count(":") == 1:
         host = host.split(":", 1)[0]
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return host == "localhost" or host.endswith(".localhost") or is_ip(host)
 
 
 def _event_record(event: NodeUp | NodeDown) -> tuple[str, dict[str, Any]]:
