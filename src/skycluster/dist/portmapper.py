@@ -49,6 +49,7 @@ from skycluster.dist.epmd_protocol import (
     encode_port2_response,
     encode_request,
 )
+from skycluster.names import is_ip
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -396,7 +397,12 @@ async def _listen(host: str, port: int) -> socket.socket:
     loop = asyncio.get_running_loop()
     where = _format_address((host, port))
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        if is_ip(host):  # nothing to look up: no executor thread
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        else:
+            infos = await loop.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
     except OSError as exc:
         raise OSError(
             exc.errno, f"port mapper cannot resolve bind address {host!r}: {exc}"
@@ -487,7 +493,7 @@ async def lookup_node(
     name: str,
     *,
     epmd_port: int = EPMD_DEFAULT_PORT,
-    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - bounds connect and reply together
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> NodeInfo | None:
     """The registration of ``name`` at the port mapper on ``host``, or None if not registered."""
     request = PortPlease2Request(name)  # ValueError for a bad name, before any I/O
@@ -505,7 +511,7 @@ async def lookup(
     name: str,
     *,
     epmd_port: int = EPMD_DEFAULT_PORT,
-    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - bounds connect and reply together
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> int | None:
     """The distribution port of node ``name`` on ``host``, or None if it is not registered."""
     node = await lookup_node(host, name, epmd_port=epmd_port, timeout=timeout)
@@ -516,7 +522,7 @@ async def names(
     host: str,
     *,
     epmd_port: int = EPMD_DEFAULT_PORT,
-    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - bounds connect and reply together
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> list[tuple[str, int]]:
     """The (name, port) of every node registered with the port mapper on ``host``."""
     reply = await _exchange(host, epmd_port, NamesRequest(), timeout, _MAX_NAMES_REPLY)
@@ -597,7 +603,7 @@ async def register(
     host: str = "127.0.0.1",
     epmd_port: int = EPMD_DEFAULT_PORT,
     hidden: bool = False,
-    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - bounds connect and reply together
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Registration:
     """Register ``name`` at distribution ``port`` with the port mapper on ``host``.
 
