@@ -23,6 +23,10 @@ test: $(BIN)/.installed
 	SKYCLUSTER_NODE_LOOP=asyncio $(BIN)/pytest -q tests/integration/test_node_loop.py \
 		tests/integration/test_messaging.py tests/integration/test_cluster_api.py \
 		tests/integration/test_agents.py
+	# and with every node on its application's loop (no thread: node_loop=shared)
+	SKYCLUSTER_NODE_LOOP=shared $(BIN)/pytest -q tests/integration/test_node_loop.py \
+		tests/integration/test_messaging.py tests/integration/test_cluster_api.py \
+		tests/integration/test_agents.py
 
 bench: $(BIN)/.installed
 	./scripts/install-system-deps

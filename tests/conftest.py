@@ -5,8 +5,9 @@ inherits the environment) uses a port mapper on a private port, so that the
 suite never meets a port mapper of the machine (epmd on 4369) nor leaves one.
 
 ``SKYCLUSTER_NODE_LOOP=asyncio pytest ...`` runs every node's thread on that event
-loop: agents read the variable themselves, in-process clusters take it as their
-default (``make test`` runs the core and messaging tests once more this way).
+loop (``shared``: every node on its application's loop, no thread): agents read
+the variable themselves, in-process clusters take it as their default (``make
+test`` runs the core and messaging tests once more in each of these two ways).
 """
 
 from __future__ import annotations

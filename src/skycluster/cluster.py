@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
-from skycluster import config
+from skycluster import _blocking, config
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings, TLSFiles
 from skycluster.cookie import load_cookie
@@ -191,6 +191,11 @@ class Cluster(Messaging):
 
     def start_blocking(self) -> None:
         """:meth:`start` for code without an event loop."""
+        if self.settings.node_loop == "shared":
+            raise RuntimeError(
+                "node_loop='shared' runs the node on the application's event loop: "
+                "start it there with 'await cluster.start()' or 'async with Cluster(...)'"
+            )
         self._start_runtime().result()
 
     def _start_runtime(self) -> concurrent.futures.Future[None]:
@@ -224,6 +229,7 @@ class Cluster(Messaging):
         self._runtime = None
 
     def stop_blocking(self) -> None:
+        _blocking.refuse_on_node_loop("stop_blocking()")
         runtime = self._runtime
         if runtime is not None:
             runtime.stop().result()
@@ -303,6 +309,7 @@ class Cluster(Messaging):
         return await asyncio.wrap_future(self._require().submit(self._node_connect(name)))
 
     def connect_blocking(self, name: str) -> bool:
+        _blocking.refuse_on_node_loop("connect_blocking()")
         return self._require().submit(self._node_connect(name)).result()
 
     async def _node_connect(self, name: str) -> bool:
@@ -315,6 +322,7 @@ class Cluster(Messaging):
         return await asyncio.wrap_future(self._disconnect_future(name))
 
     def disconnect_blocking(self, name: str) -> bool:
+        _blocking.refuse_on_node_loop("disconnect_blocking()")
         return self._disconnect_future(name).result()
 
     def _disconnect_future(self, name: str) -> concurrent.futures.Future[bool]:
@@ -512,7 +520,7 @@ def _operations(
 def _check_node_loop(node_loop: str) -> None:
     if node_loop not in config.NODE_LOOPS:
         raise ConfigError(
-            f"{_spelled('node_loop')} must be auto, asyncio or uvloop, got {node_loop!r}"
+            f"{_spelled('node_loop')} must be auto, asyncio, uvloop or shared, got {node_loop!r}"
         )
     if node_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(

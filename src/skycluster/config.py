@@ -51,7 +51,9 @@ class NodeSettings:
     port_mapper: PortMapperSettings | None = None  # None: neither register nor resolve names
     http: tuple[str, int] | None = None  # operations endpoint (skycluster.ops); None: off
     min_nodes: int = 0  # /ready answers 200 once this many peers are linked
-    node_loop: str = "auto"  # the node thread's event loop: auto, asyncio or uvloop
+    # the node thread's event loop: auto, asyncio or uvloop; or "shared": no thread,
+    # the node runs on the event loop that starts it (the application's)
+    node_loop: str = "auto"
 
 
 # -- value parsers: each raises ValueError with the accepted form -------------
@@ -77,13 +79,13 @@ def parse_port(text: str) -> int:
     return int(digits)
 
 
-NODE_LOOPS = ("auto", "asyncio", "uvloop")
+NODE_LOOPS = ("auto", "asyncio", "uvloop", "shared")
 
 
 def parse_node_loop(text: str) -> str:
     value = text.strip().lower()
     if value not in NODE_LOOPS:
-        raise ValueError("expected auto, asyncio or uvloop")
+        raise ValueError("expected auto, asyncio, uvloop or shared")
     return value
 
 
@@ -270,7 +272,8 @@ NODE_OPTIONS: tuple[Option, ...] = (
     Option(
         "node_loop",
         parse_node_loop,
-        "event loop of the node's thread: auto (uvloop when installed), asyncio, uvloop [auto]",
+        "event loop of the node's thread: auto (uvloop when installed), asyncio, uvloop; "
+        "or shared (no thread: the application's loop) [auto]",
         metavar="LOOP",
     ),
 )

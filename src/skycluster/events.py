@@ -25,6 +25,8 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any
 
+from skycluster import _blocking
+
 log = logging.getLogger("skycluster.events")
 
 DEFAULT_QUEUE_SIZE = 1000
@@ -211,6 +213,7 @@ class SyncSubscription(Subscription):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no cluster event within {timeout} s")
+                _blocking.refuse_on_node_loop("a blocking get() of events")
                 self._ready.wait(remaining)
 
     def __iter__(self) -> Iterator[Event]:

@@ -17,6 +17,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
+import pytest
+
 import skycluster
 from skycluster import Cluster, Event, NodeDown, NodeUp
 from skycluster.dist.node import Node
@@ -38,6 +40,13 @@ FAST: dict[str, Any] = {
     "port_mapper": False,
 }
 RETRY = 0.1
+
+# SKYCLUSTER_NODE_LOOP=shared runs every node on the test's own event loop: the
+# blocking API and writes from a second thread are then not for that loop.
+SHARED = os.environ.get("SKYCLUSTER_NODE_LOOP") == "shared"
+needs_own_thread = pytest.mark.skipif(
+    SHARED, reason="needs the node on its own thread (blocking API, writes from a thread)"
+)
 
 T = TypeVar("T")
 

@@ -38,6 +38,7 @@ from cluster_helpers import (
     final_states,
     free_port,
     make,
+    needs_own_thread,
     node_of,
     on_node,
     open_fds,
@@ -797,6 +798,7 @@ def test_tls_options_must_come_together(tls_files: dict[str, dict[str, Any]]) ->
             make("a", **partial)
 
 
+@needs_own_thread
 def test_unreadable_tls_files_fail_the_start(tmp_path: Path) -> None:
     files: dict[str, Any] = {
         f"tls_{k}": str(tmp_path / f"missing.{k}") for k in ("cert", "key", "ca")
@@ -1059,6 +1061,7 @@ async def test_async_with_leaves_nothing_behind() -> None:
     _wait_fds(fds)
 
 
+@needs_own_thread
 def test_sync_with_leaves_nothing_behind() -> None:
     threads = set(threading.enumerate())
     fds = open_fds()
@@ -1079,6 +1082,7 @@ def test_sync_with_leaves_nothing_behind() -> None:
     _wait_fds(fds)
 
 
+@needs_own_thread
 def test_start_on_a_port_in_use() -> None:
     threads = set(threading.enumerate())
     with socket.socket() as holder:

@@ -1,15 +1,30 @@
 """The node thread's event loop: uvloop when installed (``auto``), or the standard
-asyncio loop; nodes on either kind link and message each other."""
+asyncio loop; nodes on either kind link and message each other. ``shared``: no
+thread, the node runs on the application's loop (and stalls with it)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from cluster_helpers import async_test, dial_name, make, running
+from cluster_helpers import (
+    Recorder,
+    async_test,
+    dial_name,
+    eventually,
+    make,
+    running,
+    skycluster_threads,
+)
 
-from skycluster import Cluster, ConfigError
+from skycluster import Cluster, ConfigError, NodeDown
 
 
 @async_test
@@ -47,5 +62,106 @@ async def test_auto_falls_back_to_asyncio_without_uvloop(monkeypatch: pytest.Mon
 
 
 def test_an_unknown_loop_is_refused_with_the_choices() -> None:
-    with pytest.raises(ConfigError, match=r"node_loop .* must be auto, asyncio or uvloop, got"):
+    with pytest.raises(
+        ConfigError, match=r"node_loop .* must be auto, asyncio, uvloop or shared, got"
+    ):
         Cluster("a@127.0.0.1", cookie="x", node_loop="tokio")
+
+
+@async_test
+async def test_a_shared_node_runs_on_the_applications_loop() -> None:
+    me = asyncio.current_task()
+    threads = set(threading.enumerate())
+    a, b = make("a", node_loop="shared"), make("b", node_loop="shared")
+    c = make("c", node_loop="asyncio")  # a node on its own thread, beside them
+    async with running(a, b, c):
+        assert [t.name for t in skycluster_threads()] == [f"skycluster-node {c.name}"]
+        status = await a.status()
+        assert status["own_thread"] is False and (await c.status())["own_thread"] is True
+        for peer in (b, c):
+            assert await a.connect(dial_name(peer))
+            peer.serve("double", lambda n: 2 * n)
+            assert await a.call(peer.name, "double", 21) == 42
+        box = a.register("box")
+        for seq in range(2000):
+            await c.send(a.name, "box", ["c", seq])
+            await b.send(a.name, "box", ["b", seq])
+        got = [await box.get() for _ in range(4000)]
+        for sender in "bc":
+            assert [seq for who, seq in got if who == sender] == list(range(2000))
+        subs = [node.pubsub.subscribe("t") for node in (a, b, c)]
+        await eventually(lambda: len(c.nodes()) == 2, "c linked to b through a's mesh")
+        await b.pubsub.broadcast("t", "hello")
+        assert [await sub.get() for sub in subs] == ["hello"] * 3
+        mailbox = b.register("echo")
+
+        async def echo() -> None:
+            request = await mailbox.get()
+            request.reply(request.message)
+
+        answering = asyncio.create_task(echo())
+        assert await a.call(b.name, "echo", {"x": 1}) == {"x": 1}
+        await answering
+    assert asyncio.all_tasks() == {me}  # stop() ended the nodes' tasks on this loop
+    assert not skycluster_threads() and set(threading.enumerate()) <= threads
+
+
+@async_test
+async def test_blocking_forms_on_a_shared_loop_fail_at_once_and_work_from_a_thread() -> None:
+    a, b = make("a", node_loop="shared"), make("b", node_loop="asyncio")
+    async with running(a, b):
+        b.serve("echo", lambda request: request)
+        box = a.register("box")
+        events = a.subscribe_blocking()
+        refused: list[tuple[str, Callable[[], Any]]] = [
+            ("connect_blocking()", lambda: a.connect_blocking(dial_name(b))),
+            ("call_blocking()", lambda: a.call_blocking(dial_name(b), "echo", 1)),
+            ("linking from a blocking send", lambda: a.send_blocking(dial_name(b), "x", 1)),
+            ("receive()", lambda: box.receive(timeout=5)),
+            ("blocking get() of events", lambda: events.get(timeout=5)),
+            ("blocking get() of events", lambda: a.wait_for_nodes_blocking(1, timeout=5)),
+            ("disconnect_blocking()", lambda: a.disconnect_blocking(b.name)),
+            ("stop_blocking()", a.stop_blocking),
+        ]
+        for what, blocking in refused:
+            began = time.monotonic()
+            refusal = re.escape(what) + r" blocks.*node_loop='shared'"
+            with pytest.raises(RuntimeError, match=refusal):
+                blocking()
+            assert time.monotonic() - began < 1  # at once, not after the timeout
+        assert a.running and not a.nodes()
+        # from another thread they wait for the node, which this loop keeps running
+        assert await asyncio.to_thread(a.connect_blocking, dial_name(b)) is True
+        assert await asyncio.to_thread(a.call_blocking, b.name, "echo", 7) == 7
+        await b.send(a.name, "box", "queued")
+        await eventually(lambda: len(box) == 1, "the message is in the mailbox")
+        assert box.receive(timeout=5) == "queued"  # nothing to wait for: allowed here
+        assert events.get(timeout=5).node == b.name
+        events.close()
+
+
+def test_a_shared_node_starts_only_on_a_running_loop() -> None:
+    a = make("a", node_loop="shared")
+    with pytest.raises(RuntimeError, match=r"await cluster.start\(\)"):
+        a.start_blocking()
+    with pytest.raises(RuntimeError, match=r"async with Cluster"), a:
+        pass
+    assert not a.running
+
+
+@async_test
+async def test_a_blocked_loop_stalls_a_shared_node_and_it_relinks() -> None:
+    """The price of shared: a loop blocked for longer than the heartbeat timeout
+    (0.8 s) makes the node look dead to peers on other threads; it comes back."""
+    b = make("b", node_loop="asyncio")
+    async with running(b):
+        rb = Recorder(b.subscribe())
+        a = make("a", node_loop="shared", peers=[dial_name(b)])  # its strategy relinks
+        async with a:
+            await rb.wait_up(a.name)
+            time.sleep(2.0)  # noqa: ASYNC251 - the application blocks its loop, deliberately
+            assert b.stats().get("heartbeat_timeouts", 0) >= 1
+            down = await rb.wait_down(a.name)
+            assert isinstance(down[-1], NodeDown) and down[-1].reason == "heartbeat_timeout"
+            await eventually(lambda: a.nodes() == [b.name] and b.nodes() == [a.name], "relinked")
+        await rb.aclose()

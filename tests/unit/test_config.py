@@ -120,6 +120,7 @@ GOOD: list[tuple[str, str, Any]] = [
     ("node_loop", " UVLOOP ", "uvloop"),
     ("node_loop", "asyncio", "asyncio"),
     ("node_loop", "auto", "auto"),
+    ("node_loop", "Shared", "shared"),
 ]
 
 
@@ -153,8 +154,8 @@ BAD: list[tuple[str, str, str]] = [
     ("name", "a@b:0", "accepted forms: name@host"),
     ("listen", "127.0.0.1", "a port is required"),
     ("listen", "::1:4401", "brackets"),
-    ("node_loop", "tokio", "expected auto, asyncio or uvloop"),
-    ("node_loop", "uv loop", "expected auto, asyncio or uvloop"),
+    ("node_loop", "tokio", "expected auto, asyncio, uvloop or shared"),
+    ("node_loop", "uv loop", "expected auto, asyncio, uvloop or shared"),
 ]
 
 

@@ -3,6 +3,11 @@
 Heartbeats, handshakes and discovery run here, so an application that blocks
 its own event loop, or runs CPU-bound code, cannot make its node look dead.
 Everything else talks to this loop through thread-safe futures.
+
+With ``node_loop="shared"`` there is no thread: the node runs as a task on the
+event loop that starts it. Replies then reach a caller without a hop between
+threads (calls answer sooner), at the price of that guarantee: a loop blocked
+for longer than the heartbeat timeout makes the node look dead to its peers.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
+from skycluster import _blocking
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
 from skycluster.dist import portmapper
@@ -45,6 +51,7 @@ class Runtime:
         self._topologies = dict(topologies)
         self._backoff = restart_backoff
         self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None  # node_loop="shared"
         self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._finished: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -54,9 +61,25 @@ class Runtime:
         self.registrar: Registrar | None = None
         self.operations: Operations | None = None
 
+    @property
+    def shared(self) -> bool:
+        """The node runs on the application's loop (node_loop="shared")."""
+        return self.settings.node_loop == "shared"
+
     def start(self) -> concurrent.futures.Future[None]:
-        """Start the thread; the future completes once the node listens (or failed to)."""
+        """Start the thread (or, shared, a task on the running loop); the future
+        completes once the node listens (or failed to)."""
         name = f"skycluster-node {self.settings.name.identity}"
+        if self.shared:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError(
+                    "node_loop='shared' runs the node on the application's event loop: "
+                    "start it there with 'await cluster.start()' or 'async with Cluster(...)'"
+                ) from None
+            self._task = loop.create_task(self._main_shared(), name=name)
+            return self._started
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
         return self._started
@@ -100,6 +123,24 @@ class Runtime:
             else:
                 log.exception("the node's event loop failed")
         finally:
+            if not self._started.done():
+                self._started.set_exception(RuntimeError("the node stopped before it started"))
+            self._finished.set_result(None)
+
+    async def _main_shared(self) -> None:
+        thread = threading.get_ident()
+        _blocking.hosting(thread, +1)
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            raise  # the application's loop is shutting down; _serve stopped the node
+        except BaseException as exc:  # noqa: BLE001 - reported through the futures
+            if not self._started.done():
+                self._started.set_exception(exc)
+            else:
+                log.exception("the node failed")
+        finally:
+            _blocking.hosting(thread, -1)
             if not self._started.done():
                 self._started.set_exception(RuntimeError("the node stopped before it started"))
             self._finished.set_result(None)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from skycluster import _blocking
 from skycluster.errors import (
     BufferFull,
     CallTimeout,
@@ -175,6 +177,7 @@ class Messaging:
             if channel is None:
                 if linked_once:
                     raise NodeDisconnected(f"the link to {ident} went down")
+                _blocking.refuse_on_node_loop("linking from a blocking send")
                 runtime = self._require()
                 future = runtime.submit(self._connect_on_node(node, ident))
                 future.result(timeout=_remaining(deadline))
@@ -188,6 +191,7 @@ class Messaging:
             remaining = _remaining(deadline)
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"no room in the send buffer to {ident} within {timeout} s")
+            _blocking.refuse_on_node_loop("waiting for room in a blocking send")
             channel.wait_room(remaining)
 
     async def _link(self, node: str, ident: str) -> None:
@@ -218,8 +222,12 @@ class Messaging:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         future: asyncio.Future[Any] = loop.create_future()
+        caller = threading.get_ident()
 
         def resolve(exc: BaseException | None, value: Any) -> None:
+            if threading.get_ident() == caller:  # a local call, or node_loop="shared"
+                _settle(future, exc, value)
+                return
             with contextlib.suppress(RuntimeError):  # the caller's loop is closed
                 loop.call_soon_threadsafe(_settle, future, exc, value)
 
@@ -252,6 +260,7 @@ class Messaging:
         self, node: str, name: str, request: Any, *, timeout: float = DEFAULT_CALL_TIMEOUT
     ) -> Any:
         """:meth:`call` for a plain thread."""
+        _blocking.refuse_on_node_loop("call_blocking()")
         messenger = self._messenger()
         data = messenger.encode(request)
         ident = self._identity(node)

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from skycluster import _blocking
+
 if TYPE_CHECKING:
     from skycluster.messaging.messenger import Messenger
 
@@ -46,7 +48,10 @@ class _Waker:
                 return
             self._scheduled = True
         try:
-            self.loop.call_soon_threadsafe(self._run)
+            if asyncio._get_running_loop() is self.loop:  # node_loop="shared": no thread hop
+                self.loop.call_soon(self._run)
+            else:
+                self.loop.call_soon_threadsafe(self._run)
         except RuntimeError:  # the loop is closed: nobody waits any more
             with self._lock:
                 self._pending.clear()
@@ -219,6 +224,7 @@ class Inbox:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no message within {timeout} s")
+                _blocking.refuse_on_node_loop("receive()")
                 self._sync_waiting += 1
                 try:
                     self._ready.wait(remaining)

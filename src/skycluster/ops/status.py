@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def node_status(node: Node) -> dict[str, Any]:
-    """``{"node", "address", "hidden", "metadata", "started", "version", "node_loop",
+    """``{"node", "address", "hidden", "metadata", "started", "version", "node_loop", "own_thread",
     "min_nodes", "ready", "peers": [{"node", "address", "since", "rtt", "last_heard", "metadata",
     "direction", "links"}], "hidden_peers"}``; times are Unix seconds, rtt and
     last_heard seconds."""
@@ -51,6 +51,7 @@ def node_status(node: Node) -> dict[str, Any]:
         "started": node.started,
         "version": __version__,
         "node_loop": "uvloop" if type(node.loop).__module__.startswith("uvloop") else "asyncio",
+        "own_thread": node.settings.node_loop != "shared",
         "min_nodes": node.settings.min_nodes,
         "ready": len(peers) >= node.settings.min_nodes,
         "peers": peers,
