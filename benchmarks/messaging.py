@@ -3,7 +3,8 @@
 
     python benchmarks/messaging.py [--small 1000000] [--large 100000] [--rtt 20000]
                                    [--broadcasts 1000] [--impls skycluster,erlang]
-                                   [--node-loop auto|asyncio|uvloop]
+                                   [--node-loop auto|asyncio|uvloop|shared]
+                                   [--app-loop asyncio|uvloop]
 
 The same work on both sides, each node its own OS process, all on 127.0.0.1:
 
@@ -13,7 +14,9 @@ The same work on both sides, each node its own OS process, all on 127.0.0.1:
   receiver is sampled during this run: start, peak and end.
 * 10k: the same with 10 KiB payloads.
 * rtt: ping-pong round trips (skycluster ``call``; Erlang send + receive),
-  median and p99.
+  median and p99; skycluster's ``call`` to a ``serve()`` handler too, and
+  Erlang's ``gen_server:call`` (which, like ``call``, monitors the callee and
+  has a timeout).
 * pubsub: B broadcasts to 1,000 subscribers, 250 on each of 4 nodes; timed
   until every subscriber has all B.
 
@@ -38,8 +41,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 HOST = "127.0.0.1"
 HERE = Path(__file__).resolve().parent
@@ -192,8 +196,8 @@ class _RawSink(asyncio.Protocol):
     in echo mode sends every frame back."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # cast, not isinstance: uvloop's transports do not subclass asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
         self.buffer = bytearray()
         self.mode = b""
         self.expect = 0
@@ -395,6 +399,7 @@ class Sampler:
 def run_side(impl: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     procs: list[Proc] = []
     env = dict(os.environ)
+    env["MSGBENCH_APP_LOOP"] = args.app_loop
     try:
         if impl == "asyncio":
             server = Proc(
@@ -506,6 +511,8 @@ def run_side(impl: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
             labels = ["small", "10k", "rtt", "pubsub"]
             if impl == "skycluster":
                 labels.insert(3, "rtt_served")
+            if impl == "erlang":
+                labels.insert(3, "rtt_call")
             for label in labels:
                 phase = drv.wait("phase", label, args.max_seconds)
                 result = drv.wait("result", label, args.max_seconds)
@@ -578,6 +585,18 @@ def table(results: dict[str, Runs]) -> str:
             "{:,.0f}",
         ),
         (
+            "call to a serve() handler vs gen_server:call, median (µs)",
+            field(sky, "rtt_served", "median_us"),
+            field(erl, "rtt_call", "median_us"),
+            "{:,.0f}",
+        ),
+        (
+            "call to a serve() handler vs gen_server:call, p99 (µs)",
+            field(sky, "rtt_served", "p99_us"),
+            field(erl, "rtt_call", "p99_us"),
+            "{:,.0f}",
+        ),
+        (
             "broadcasts to 1,000 subscribers on 4 nodes (/s)",
             rate(sky, "pubsub"),
             rate(erl, "pubsub"),
@@ -601,7 +620,7 @@ def table(results: dict[str, Runs]) -> str:
         rows[3][0]: field(raw, "rtt", "p99_us"),
     }
     out = [
-        "| figure | skycluster | Erlang | ratio | bare asyncio socket |",
+        "| figure | skycluster | Erlang | ratio | bare Python socket |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for label, a, b, fmt in rows:
@@ -615,19 +634,29 @@ def table(results: dict[str, Runs]) -> str:
     return "\n".join(out)
 
 
+def run_app(main: Coroutine[Any, Any, None]) -> None:
+    """The application's event loop of a benchmark process (MSGBENCH_APP_LOOP)."""
+    if os.environ.get("MSGBENCH_APP_LOOP") == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
-        asyncio.run(worker(sys.argv[2]))
+        run_app(worker(sys.argv[2]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "rawserver":
-        asyncio.run(raw_server())
+        run_app(raw_server())
         return
     if len(sys.argv) > 1 and sys.argv[1] == "rawclient":
-        asyncio.run(raw_client(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+        run_app(raw_client(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "driver":
         name, workers, n, n10, m, b = sys.argv[2:8]
-        asyncio.run(driver(name, workers.split(","), int(n), int(n10), int(m), int(b)))
+        run_app(driver(name, workers.split(","), int(n), int(n10), int(m), int(b)))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=1_000_000, help="small messages")
@@ -640,9 +669,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument(
         "--node-loop",
-        choices=("auto", "asyncio", "uvloop"),
+        choices=("auto", "asyncio", "uvloop", "shared"),
         default="auto",
-        help="event loop of each skycluster node's thread (the application's loop is asyncio's)",
+        help="event loop of each skycluster node's thread, or shared: the application's loop",
+    )
+    parser.add_argument(
+        "--app-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the application's event loop in each Python process (and the bare socket's)",
     )
     args = parser.parse_args()
     load = os.getloadavg()
@@ -677,7 +712,12 @@ def main() -> None:
     )
     uvloop = importlib.util.find_spec("uvloop") is not None
     node_loop = {"auto": "uvloop" if uvloop else "asyncio"}.get(args.node_loop, args.node_loop)
-    print(f"skycluster node threads on {node_loop}; application loops on asyncio.")
+    where = (
+        "skycluster nodes on the application's loop (node_loop=shared)"
+        if node_loop == "shared"
+        else f"skycluster node threads on {node_loop}"
+    )
+    print(f"{where}; application loops (and the bare socket's) on {args.app_loop}.")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "load": load}, indent=2))
 

@@ -10,6 +10,8 @@
 -module(msgbench).
 
 -export([serve/0, drive/1]).
+-export([init/1, handle_call/3, handle_cast/2]).
+-behaviour(gen_server).
 
 serve() ->
     start_services(),
@@ -18,6 +20,7 @@ serve() ->
 start_services() ->
     register(sink, spawn(fun sink_idle/0)),
     register(echo, spawn(fun echo/0)),
+    {ok, _} = gen_server:start({local, echo_call}, ?MODULE, [], []),
     register(fanout, spawn(fun() -> fanout([], 0, undefined) end)).
 
 sink_idle() ->
@@ -72,6 +75,7 @@ drive([W1s, W2s, W3s, Ns, N10s, Ms, Bs]) ->
     stream(W1, list_to_integer(Ns), binary:copy(<<"x">>, 100), "small"),
     stream(W1, list_to_integer(N10s), binary:copy(<<"x">>, 10240), "10k"),
     pingpong(W1, list_to_integer(Ms)),
+    calls(W1, list_to_integer(Ms)),
     pubsub([node() | Workers], 250, list_to_integer(Bs)),
     erlang:halt(0).
 
@@ -103,6 +107,25 @@ ping(W, I) ->
     T0 = now_us(),
     {echo, W} ! {ping, self(), I},
     receive {pong, I} -> ok end,
+    now_us() - T0.
+
+%% gen_server:call: what skycluster's `call` does (a monitor, so that a node going
+%% down ends the call at once, a timeout, a reply matched by reference).
+init([]) -> {ok, nostate}.
+handle_call(X, _From, State) -> {reply, X, State}.
+handle_cast(_, State) -> {noreply, State}.
+
+calls(W, M) ->
+    io:format("{\"phase\":\"rtt_call\"}~n"),
+    Times = lists:sort([call(W, I) || I <- lists:seq(1, M)]),
+    Median = lists:nth(M div 2 + 1, Times),
+    P99 = lists:nth(min(M, (M * 99) div 100 + 1), Times),
+    io:format("{\"result\":\"rtt_call\",\"count\":~b,\"median_us\":~b,\"p99_us\":~b}~n",
+              [M, Median, P99]).
+
+call(W, I) ->
+    T0 = now_us(),
+    I = gen_server:call({echo_call, W}, I, 5000),
     now_us() - T0.
 
 pubsub(Nodes, K, B) ->
