@@ -263,6 +263,11 @@ class GossipCodec:
     def sealed(self) -> bool:
         return self.keyring is not None
 
+    def rekey(self, secrets: Sequence[str | bytes]) -> None:
+        """Seal with, and accept, these secrets from now on (a rotation); the replay
+        guard keeps what it has seen."""
+        self.keyring = Keyring(secrets)
+
     def encode(self, beat: Heartbeat, nonce: bytes | None = None) -> bytes:
         """One datagram; sealed when this codec has a secret (``nonce``: tests only)."""
         body = pack_body(beat)

@@ -221,6 +221,60 @@ def test_a_secret_file_others_can_read_is_used_with_a_warning(
     assert "hunter2" not in caplog.text
 
 
+def _swap(path: Path, text: str) -> None:
+    """Replace the file at once, as a Kubernetes Secret volume does (a new inode)."""
+    staged = path.with_suffix(".new")
+    staged.write_text(text)
+    staged.chmod(0o600)
+    os.replace(staged, path)
+
+
+def test_a_changed_secret_file_is_taken_without_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "secret"
+    _swap(path, "old-secret-1\n")
+
+    async def main() -> None:
+        ctx = FakeContext()
+        run = run_with(ctx, Gossip(secret_file=str(path)))
+        run.reload_secrets()  # unchanged since the strategy read it
+        assert "gossip_secret_reloads" not in ctx.stats
+        run.received(packet(GossipCodec(["new-secret-2"])), ADDR)
+        assert ctx.stats["gossip_dropped_unknown_key"] == 1
+
+        _swap(path, "# rotated\nnew-secret-2\nold-secret-1\n")
+        run.reload_secrets()
+        assert ctx.stats["gossip_secret_reloads"] == 1
+        run.received(packet(GossipCodec(["new-secret-2"]), seq=1), ADDR)  # accepted now
+        run.received(packet(GossipCodec(["old-secret-1"]), PEER, seq=2), ADDR)  # still
+        assert ctx.stats["gossip_received"] == 2
+        mine = _beat(run.codec)  # sealed with the file's first secret
+        assert isinstance(GossipCodec(["new-secret-2"]).decode(mine, time.time()), Heartbeat)
+
+        path.touch()  # touched, not changed: nothing to do
+        run.reload_secrets()
+        assert ctx.stats["gossip_secret_reloads"] == 1
+
+        # a bad file, then none: the secrets read before stay, one report per change
+        _swap(path, "# nothing here\n")
+        run.reload_secrets()
+        run.reload_secrets()
+        path.unlink()
+        run.reload_secrets()
+        run.reload_secrets()
+        assert ctx.stats["gossip_secret_reload_errors"] == 2
+        run.received(packet(GossipCodec(["new-secret-2"]), seq=3), ADDR)
+        assert ctx.stats["gossip_received"] == 3
+        await run.tasks.aclose()
+
+    with caplog.at_level(logging.INFO, logger=FakeContext().log.name):
+        asyncio.run(main())
+    assert "gossip secrets reloaded from" in caplog.text
+    assert "holds no secret" in caplog.text and "keeping the secrets read before" in caplog.text
+    assert "secret-1" not in caplog.text and "secret-2" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("content", "mode", "why"),
     [

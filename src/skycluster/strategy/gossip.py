@@ -206,8 +206,12 @@ class Gossip(Strategy):
             secrets = [secret]
         else:
             secrets = list(secret)
+        self.given_secrets = tuple(secrets)
+        self.secret_file = secret_file
+        self.secret_version: FileVersion | None = None  # of what was read from secret_file
         if secret_file is not None:
-            secrets.extend(read_secret_file(secret_file))  # after `secret`: that one sends
+            from_file, self.secret_version = _read_secrets(secret_file)
+            secrets.extend(from_file)  # after `secret`: that one sends
         self.secrets = secrets
         self.label = label
         GossipCodec(secrets, label, max_age)  # checks secrets, label and the crypto package now
@@ -238,9 +242,24 @@ class Gossip(Strategy):
 MAX_SECRET_FILE = 64 * 1024
 
 
+FileVersion = tuple[int, int, int]  # inode, mtime (ns), size: changes when the file does
+
+
+def file_version(path: str) -> FileVersion | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
 def read_secret_file(path: str) -> list[str]:
     """The secrets in ``path``, one per line; blank lines and lines starting with
     ``#`` are skipped. Errors name the file and what to fix, never its content."""
+    return _read_secrets(path)[0]
+
+
+def _read_secrets(path: str) -> tuple[list[str], FileVersion]:
     where = f"secret_file {path!r}"
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer
@@ -269,7 +288,7 @@ def read_secret_file(path: str) -> list[str]:
             where,
             stat.S_IMODE(info.st_mode),
         )
-    return secrets
+    return secrets, (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 def _option(name: str, value: Any, parse: Any) -> Any:
@@ -408,6 +427,7 @@ class _Run:
                 ", sealed" if self.codec.sealed else "",
             )
             while True:
+                self.reload_secrets()
                 self.send()
                 self.forget_old_retries()
                 await asyncio.sleep(strategy.interval * random.uniform(1 - JITTER, 1 + JITTER))
@@ -415,6 +435,34 @@ class _Run:
             if self.transport is not None:
                 self.transport.close()
             await self.tasks.aclose()
+
+    # -- secrets ----------------------------------------------------------------
+
+    def reload_secrets(self) -> None:
+        """Take the secret file's new content when it changes (a Kubernetes Secret
+        volume is updated in place): rotation without a restart. A file that became
+        unreadable or bad keeps the secrets read before, with a warning."""
+        strategy = self.strategy
+        path = strategy.secret_file
+        if path is None:
+            return
+        version = file_version(path)
+        if version == strategy.secret_version:
+            return
+        strategy.secret_version = version  # a bad file is reported once, not every beat
+        try:
+            from_file, strategy.secret_version = _read_secrets(path)
+            secrets = [*strategy.given_secrets, *from_file]
+            if secrets == strategy.secrets:
+                return  # touched, not changed
+            self.codec.rekey(secrets)
+        except ConfigError as exc:
+            self.ctx.count("gossip_secret_reload_errors")
+            self.problem("secret_file", "%s; keeping the secrets read before", exc)
+            return
+        strategy.secrets = secrets
+        self.ctx.count("gossip_secret_reloads")
+        self.log.info("gossip secrets reloaded from %s (%d in all)", path, len(secrets))
 
     # -- sending ----------------------------------------------------------------
 
