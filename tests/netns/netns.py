@@ -140,6 +140,7 @@ class NsHost:
     netns: str
     address: str
     interface: str = "eth0"
+    address6: str | None = None  # on the bridge: fd13:0:0:X::i, no duplicate detection
     loss_method: str | None = None  # "netem" or "nftables" while set_loss is in force
 
     def command(self, argv: Sequence[str]) -> list[str]:
@@ -222,6 +223,10 @@ class Lab:
         """The address of host ``index`` (1-based); also usable for absent hosts."""
         return f"{NETWORK}.{self.subnet}.{index}"
 
+    def address6(self, index: int) -> str:
+        """The IPv6 address of host ``index``, in the lab's private fd13:0:0:X::/64."""
+        return f"fd13:0:0:{self.subnet:x}::{index:x}"
+
     @property
     def broadcast(self) -> str:
         return self.address(255)
@@ -267,9 +272,10 @@ class Lab:
             )  # fmt: skip
             ip("-n", self.bridge_ns, "link", "set", f"v{index}", "master", "br0", "up")
             ip("-n", netns, "addr", "add", f"{self.address(index)}/24", "dev", "eth0")
+            ip("-n", netns, "addr", "add", f"{self.address6(index)}/64", "dev", "eth0", "nodad")
             ip("-n", netns, "link", "set", "eth0", "up")
             ip("-n", netns, "route", "add", "224.0.0.0/4", "dev", "eth0")
-            host = NsHost(self, index, netns, self.address(index))
+            host = NsHost(self, index, netns, self.address(index), address6=self.address6(index))
             self.hosts.append(host)
             added.append(host)
         return added

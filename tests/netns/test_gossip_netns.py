@@ -129,6 +129,34 @@ def test_three_hosts_form_a_full_mesh_and_outsiders_are_left_out(lab: Lab, tmp_p
         assert outsider.running
 
 
+def test_three_hosts_over_ipv6_multicast(lab: Lab, tmp_path: Path) -> None:
+    """An IPv6 group on the link (ff02::), nodes named and linked by IPv6 address;
+    an agent of another label on the same group is not let in."""
+    h1, h2, h3, h4 = lab.add_hosts(4)
+    home = tmp_path / "home"
+    group = ["--multicast-addr", "ff02::4b59", "--secret", SECRET]
+
+    def agent(host: NsHost, name: str, *args: str) -> NsProcess:
+        assert host.address6 is not None
+        return gossip_agent(lab, host, f"{name}@[{host.address6}]", home, *group, *args)
+
+    members = [
+        agent(h1, "n1", "--multicast-if", "eth0"),
+        agent(h2, "n2", "--multicast-if", "eth0", "--if-addr", "::"),
+        agent(h3, "n3", "--multicast-if", "eth0"),
+    ]
+    other = agent(
+        h4, "other", "--multicast-if", "eth0", "--gossip-label", "other", "--log-level", "info"
+    )
+    names = full_mesh(members)
+    assert all(name.endswith("]") for name in names)
+    # from the senders' link-local addresses, which the kernel picks for ff02::
+    other.wait_for_log(r"dropped a gossip packet from \[fe80:[0-9a-f:]+\]:45892: other_cluster")
+    for member in members:
+        assert nodeups(member) == set(names) - {member.name}, member.describe()
+    assert nodeups(other) == set(), other.describe()
+
+
 def test_a_partition_is_seen_on_both_sides_and_heals_by_itself(lab: Lab, tmp_path: Path) -> None:
     hosts = lab.add_hosts(3)
     home = tmp_path / "home"

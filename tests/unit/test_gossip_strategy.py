@@ -138,7 +138,8 @@ def test_flags_beat_the_environment() -> None:
     [
         (["--multicast-port", "0"], "--multicast-port: invalid value '0'"),
         (["--multicast-ttl", "256"], "--multicast-ttl: invalid value '256'"),
-        (["--multicast-addr", "230.1.1"], "expected an IPv4 address"),
+        (["--multicast-addr", "230.1.1"], "expected an IP address"),
+        (["--multicast-addr", "ff02::1", "--broadcast-only"], "IPv6 has no broadcast"),
         (["--multicast-addr", "10.0.0.1"], "not a multicast group"),
         (["--multicast-if", "no-such-if0"], "no such network interface"),
         (["--gossip-interval", "0"], "--gossip-interval: invalid value '0'"),
@@ -310,6 +311,28 @@ def test_a_bad_secret_file_exits_2_naming_the_file_not_its_content(
     assert f"secret_file '{path}'" in err and why in err
     assert len(err.strip().splitlines()) == 1
     assert "hunter2" not in err
+
+
+def test_an_ipv6_group_binds_ipv6_and_refuses_what_ipv6_lacks() -> None:
+    gossip = Gossip(multicast_addr="ff02::4B59")
+    assert gossip.ipv6
+    assert gossip.if_addr == "::" and gossip.destination == ("ff02::4b59", 45892)
+    assert Gossip(multicast_addr="[ff05::1:3]", if_addr="fd13::1").if_addr == "fd13::1"
+    assert parse(["--multicast-addr", "ff02::4b59", "--if-addr", "::"]).multicast_addr == (
+        "ff02::4b59"
+    )
+    refusals = [
+        ({"multicast_addr": "fd13::1"}, "is not a multicast group"),
+        ({"multicast_addr": "ff02::1", "if_addr": "10.0.0.1"}, "not of the same IP version"),
+        ({"multicast_addr": "230.1.1.251", "if_addr": "::"}, "not of the same IP version"),
+        ({"multicast_addr": "ff02::1", "broadcast_only": True}, "IPv6 has no broadcast"),
+        ({"multicast_addr": "ff02::1", "multicast_if": "10.0.0.5"}, "given by name"),
+        ({"multicast_addr": "ff02::1", "multicast_if": "no-such-if0"}, "no such network"),
+        ({"multicast_addr": "ff02::zz"}, "expected an IP address"),
+    ]
+    for options, why in refusals:
+        with pytest.raises(ConfigError, match=why):
+            Gossip(**options)
 
 
 def test_library_arguments_are_checked() -> None:

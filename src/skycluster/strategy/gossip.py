@@ -10,12 +10,14 @@ Sockets: ``SO_REUSEADDR`` and ``SO_REUSEPORT`` (several nodes on one host share
 the port), multicast loopback on (nodes on one host hear each other), the group
 joined on ``multicast_if`` (or the interface the kernel picks), ``IP_MULTICAST_ALL``
 off (only our group reaches the socket); or plain UDP broadcast with
-``broadcast_only``.
+``broadcast_only``. An IPv6 group (``ff02::4b59``: this link) works the same way
+over an IPv6 socket; its interface is given by name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import math
@@ -34,7 +36,7 @@ from skycluster._tasks import TaskSet
 from skycluster.config import Option, parse_bool, parse_port, parse_seconds, parse_text
 from skycluster.errors import ConfigError
 from skycluster.gossip_packet import DEFAULT_MAX_AGE, Drop, DropReason, GossipCodec, Heartbeat
-from skycluster.names import NodeName
+from skycluster.names import NodeName, format_address
 from skycluster.strategy.base import Strategy, StrategyContext
 
 log = logging.getLogger("skycluster.strategy.gossip")
@@ -48,6 +50,7 @@ MAX_DIALS = 32  # link attempts started by gossip at once
 MAX_RETRY_DELAY = 30.0  # longest pause before trying a node that could not be linked again
 JITTER = 0.25  # each pause is the interval times a random factor in [1 - JITTER, 1 + JITTER]
 _IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # Linux only
+_IPV6_MULTICAST_ALL = 29  # Linux only (4.20 and later)
 # Packets other programs or clusters legitimately send on a shared group: logged at INFO.
 _QUIET = frozenset({DropReason.FOREIGN, DropReason.OTHER_CLUSTER})
 
@@ -62,6 +65,20 @@ def parse_ipv4(text: str) -> str:
         return str(ipaddress.IPv4Address(cleaned))
     except ValueError:
         raise ValueError("expected an IPv4 address such as 0.0.0.0 or 230.1.1.251") from None
+
+
+def parse_ip(text: str) -> str:
+    """An IPv4 address (as :func:`parse_ipv4`) or an IPv6 one, brackets allowed."""
+    try:
+        return parse_ipv4(text)
+    except ValueError:
+        pass
+    try:
+        return str(ipaddress.IPv6Address(text.strip().removeprefix("[").removesuffix("]")))
+    except ValueError:
+        raise ValueError(
+            "expected an IP address such as 0.0.0.0, 230.1.1.251, :: or ff02::4b59"
+        ) from None
 
 
 def parse_ttl(text: str) -> int:
@@ -106,15 +123,15 @@ class Gossip(Strategy):
         ),
         Option(
             "if_addr",
-            parse_ipv4,
+            parse_ip,
             "address the gossip socket binds [0.0.0.0: every interface]",
             ("LIBCLUSTER_MULTICAST_PORT_IF_ADDR",),
             metavar="ADDR",
         ),
         Option(
             "multicast_addr",
-            parse_ipv4,
-            f"gossip multicast group (broadcast address with --broadcast-only) "
+            parse_ip,
+            f"gossip multicast group, IPv4 or IPv6 (broadcast address with --broadcast-only) "
             f"[{DEFAULT_MULTICAST_ADDR}]",
             ("LIBCLUSTER_MULTICAST_ADDR",),
             metavar="ADDR",
@@ -178,13 +195,28 @@ class Gossip(Strategy):
         if type(port) is not int or not 0 < port < 65536:
             raise ConfigError(f"gossip port must be from 1 to 65535, got {port!r}")
         self.port = port
-        self.if_addr = _option("if_addr", if_addr, parse_ipv4)
-        self.multicast_addr = _option("multicast_addr", multicast_addr, parse_ipv4)
+        self.multicast_addr = _option("multicast_addr", multicast_addr, parse_ip)
+        group = ipaddress.ip_address(self.multicast_addr)
+        self.ipv6 = group.version == 6
+        if self.ipv6 and if_addr == "0.0.0.0":
+            if_addr = "::"  # the default, for an IPv6 group
+        self.if_addr = _option("if_addr", if_addr, parse_ip)
+        if ipaddress.ip_address(self.if_addr).version != group.version:
+            raise ConfigError(
+                f"if_addr {self.if_addr} and multicast_addr {self.multicast_addr} are not of "
+                "the same IP version: give both as IPv4 or both as IPv6 (:: binds every address)"
+            )
         self.broadcast_only = bool(broadcast_only)
-        if not self.broadcast_only and not ipaddress.IPv4Address(self.multicast_addr).is_multicast:
+        if self.broadcast_only and self.ipv6:
+            raise ConfigError(
+                f"broadcast_only with multicast_addr {self.multicast_addr}: IPv6 has no "
+                "broadcast; give an IPv6 multicast group (ff02::4b59) without broadcast_only"
+            )
+        if not self.broadcast_only and not group.is_multicast:
             raise ConfigError(
                 f"multicast_addr {self.multicast_addr} is not a multicast group "
-                "(224.0.0.0 to 239.255.255.255); for a broadcast address set broadcast_only"
+                "(224.0.0.0 to 239.255.255.255, or ff00::/8); for a broadcast address "
+                "set broadcast_only"
             )
         if type(multicast_ttl) is not int or not 0 <= multicast_ttl <= 255:
             raise ConfigError(f"multicast_ttl must be from 0 to 255, got {multicast_ttl!r}")
@@ -193,7 +225,7 @@ class Gossip(Strategy):
             None if multicast_if is None else _option("multicast_if", multicast_if, parse_interface)
         )
         if self.multicast_if is not None:
-            _interface(self.multicast_if)  # fails now, with the reason, when there is no such
+            _interface(self.multicast_if, self.ipv6)  # fails now, with the reason
         if not (isinstance(interval, int | float) and math.isfinite(interval) and interval > 0):
             raise ConfigError(f"gossip interval must be a positive number of seconds: {interval!r}")
         self.interval = float(interval)
@@ -304,14 +336,21 @@ class _Interface:
     index: int  # 0 when given by address
 
 
-def _interface(spec: str | None) -> _Interface:
+def _interface(spec: str | None, ipv6: bool = False) -> _Interface:
     if spec is None:
         return _Interface(bytes(4), 0)
     try:
-        return _Interface(socket.inet_aton(str(ipaddress.IPv4Address(spec))), 0)
+        address = socket.inet_aton(str(ipaddress.IPv4Address(spec)))
     except ValueError:
         pass
-    if not sys.platform.startswith("linux"):
+    else:
+        if ipv6:
+            raise ConfigError(
+                f"multicast_if {spec!r}: an IPv6 group is joined on an interface given by "
+                "name, such as eth0"
+            )
+        return _Interface(address, 0)
+    if not sys.platform.startswith("linux") and not ipv6:
         raise ConfigError(f"multicast_if {spec!r}: give the interface's IPv4 address")
     try:
         return _Interface(bytes(4), socket.if_nametoindex(spec))
@@ -324,6 +363,8 @@ def _interface(spec: str | None) -> _Interface:
 
 def open_socket(strategy: Gossip) -> socket.socket:
     """The gossip socket, bound and (for multicast) joined; raises OSError."""
+    if strategy.ipv6:
+        return _open_ipv6_socket(strategy)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -346,6 +387,35 @@ def open_socket(strategy: Gossip) -> socket.socket:
             if strategy.multicast_if is not None:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, select)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        sock.bind((strategy.if_addr, strategy.port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _open_ipv6_socket(strategy: Gossip) -> socket.socket:
+    """As :func:`open_socket`, for an IPv6 group: joined on ``multicast_if`` (an
+    interface index; 0 lets the kernel choose), hop limit ``multicast_ttl``."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        index = _interface(strategy.multicast_if, ipv6=True).index
+        group = socket.inet_pton(socket.AF_INET6, strategy.multicast_addr)
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError):  # before Linux 4.20 every group reaches us
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_ALL, 0)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, strategy.multicast_ttl)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+        if index:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        sock.setsockopt(
+            socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group + struct.pack("@I", index)
+        )
         sock.bind((strategy.if_addr, strategy.port))
         sock.setblocking(False)
     except BaseException:
@@ -394,12 +464,12 @@ class _Run:
                     break
                 except OSError as exc:
                     self.ctx.count("gossip_socket_errors")
-                    hint = (
-                        "check if_addr (--if-addr): it must be an address of this host"
-                        if strategy.broadcast_only
-                        else "choose the interface with multicast_if (--multicast-if), "
-                        "or add a route for 224.0.0.0/4"
-                    )
+                    if strategy.broadcast_only:
+                        hint = "check if_addr (--if-addr): it must be an address of this host"
+                    else:
+                        hint = "choose the interface with multicast_if (--multicast-if)" + (
+                            "" if strategy.ipv6 else ", or add a route for 224.0.0.0/4"
+                        )
                     self.problem(
                         "socket",
                         "cannot open the gossip socket on %s:%d (%s); retrying in %.1f s: %s",
@@ -521,9 +591,8 @@ class _Run:
         level = logging.INFO if reason in _QUIET else logging.WARNING
         self.problem(
             f"drop {reason}",
-            "dropped a gossip packet from %s:%s: %s (%s)",
-            addr[0],
-            addr[1],
+            "dropped a gossip packet from %s: %s (%s)",
+            format_address(addr[0], addr[1]),
             reason,
             drop.detail,
             level=level,
