@@ -95,13 +95,16 @@ send_loop(W, N, Bin, I) ->
     {sink, W} ! {I, Bin},
     send_loop(W, N, Bin, I + 1).
 
-pingpong(W, M) ->
-    io:format("{\"phase\":\"rtt\"}~n"),
-    Times = lists:sort([ping(W, I) || I <- lists:seq(1, M)]),
+pingpong(W, M) -> round_trips("rtt", M, fun(I) -> ping(W, I) end).
+
+%% M round trips timed by Fun(I) (microseconds): median and p99 as one JSON line.
+round_trips(Label, M, Fun) ->
+    io:format("{\"phase\":\"~s\"}~n", [Label]),
+    Times = lists:sort([Fun(I) || I <- lists:seq(1, M)]),
     Median = lists:nth(M div 2 + 1, Times),
     P99 = lists:nth(min(M, (M * 99) div 100 + 1), Times),
-    io:format("{\"result\":\"rtt\",\"count\":~b,\"median_us\":~b,\"p99_us\":~b}~n",
-              [M, Median, P99]).
+    io:format("{\"result\":\"~s\",\"count\":~b,\"median_us\":~b,\"p99_us\":~b}~n",
+              [Label, M, Median, P99]).
 
 ping(W, I) ->
     T0 = now_us(),
@@ -115,13 +118,7 @@ init([]) -> {ok, nostate}.
 handle_call(X, _From, State) -> {reply, X, State}.
 handle_cast(_, State) -> {noreply, State}.
 
-calls(W, M) ->
-    io:format("{\"phase\":\"rtt_call\"}~n"),
-    Times = lists:sort([call(W, I) || I <- lists:seq(1, M)]),
-    Median = lists:nth(M div 2 + 1, Times),
-    P99 = lists:nth(min(M, (M * 99) div 100 + 1), Times),
-    io:format("{\"result\":\"rtt_call\",\"count\":~b,\"median_us\":~b,\"p99_us\":~b}~n",
-              [M, Median, P99]).
+calls(W, M) -> round_trips("rtt_call", M, fun(I) -> call(W, I) end).
 
 call(W, I) ->
     T0 = now_us(),

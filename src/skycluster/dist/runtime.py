@@ -118,14 +118,9 @@ class Runtime:
             with asyncio.Runner(loop_factory=loop_factory(self.settings.node_loop)) as runner:
                 runner.run(self._serve())
         except BaseException as exc:  # noqa: BLE001 - reported through the futures
-            if not self._started.done():
-                self._started.set_exception(exc)
-            else:
-                log.exception("the node's event loop failed")
+            self._failed(exc)
         finally:
-            if not self._started.done():
-                self._started.set_exception(RuntimeError("the node stopped before it started"))
-            self._finished.set_result(None)
+            self._ended()
 
     async def _main_shared(self) -> None:
         thread = threading.get_ident()
@@ -135,15 +130,22 @@ class Runtime:
         except asyncio.CancelledError:
             raise  # the application's loop is shutting down; _serve stopped the node
         except BaseException as exc:  # noqa: BLE001 - reported through the futures
-            if not self._started.done():
-                self._started.set_exception(exc)
-            else:
-                log.exception("the node failed")
+            self._failed(exc)
         finally:
             _blocking.hosting(thread, -1)
-            if not self._started.done():
-                self._started.set_exception(RuntimeError("the node stopped before it started"))
-            self._finished.set_result(None)
+            self._ended()
+
+    def _failed(self, exc: BaseException) -> None:
+        """The node failed (called in the except block): to start() or to the log."""
+        if not self._started.done():
+            self._started.set_exception(exc)
+        else:
+            log.exception("the node's event loop failed")
+
+    def _ended(self) -> None:
+        if not self._started.done():
+            self._started.set_exception(RuntimeError("the node stopped before it started"))
+        self._finished.set_result(None)
 
     async def _serve(self) -> None:
         self.loop = asyncio.get_running_loop()

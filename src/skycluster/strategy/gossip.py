@@ -363,30 +363,18 @@ def _interface(spec: str | None, ipv6: bool = False) -> _Interface:
 
 def open_socket(strategy: Gossip) -> socket.socket:
     """The gossip socket, bound and (for multicast) joined; raises OSError."""
-    if strategy.ipv6:
-        return _open_ipv6_socket(strategy)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    family = socket.AF_INET6 if strategy.ipv6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if hasattr(socket, "SO_REUSEPORT"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if strategy.broadcast_only:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        elif strategy.ipv6:
+            _join_ipv6(sock, strategy)
         else:
-            iface = _interface(strategy.multicast_if)
-            group = socket.inet_aton(strategy.multicast_addr)
-            if sys.platform.startswith("linux"):
-                mreq = struct.pack("4s4si", group, iface.address, iface.index)  # ip_mreqn
-                select = struct.pack("4s4si", bytes(4), iface.address, iface.index)
-                sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
-            else:
-                mreq = struct.pack("4s4s", group, iface.address)
-                select = iface.address
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, strategy.multicast_ttl)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-            if strategy.multicast_if is not None:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, select)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            _join_ipv4(sock, strategy)
         sock.bind((strategy.if_addr, strategy.port))
         sock.setblocking(False)
     except BaseException:
@@ -395,33 +383,37 @@ def open_socket(strategy: Gossip) -> socket.socket:
     return sock
 
 
-def _open_ipv6_socket(strategy: Gossip) -> socket.socket:
-    """As :func:`open_socket`, for an IPv6 group: joined on ``multicast_if`` (an
-    interface index; 0 lets the kernel choose), hop limit ``multicast_ttl``."""
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        index = _interface(strategy.multicast_if, ipv6=True).index
-        group = socket.inet_pton(socket.AF_INET6, strategy.multicast_addr)
-        if sys.platform.startswith("linux"):
-            with contextlib.suppress(OSError):  # before Linux 4.20 every group reaches us
-                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_ALL, 0)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, strategy.multicast_ttl)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
-        if index:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-        sock.setsockopt(
-            socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group + struct.pack("@I", index)
-        )
-        sock.bind((strategy.if_addr, strategy.port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+def _join_ipv4(sock: socket.socket, strategy: Gossip) -> None:
+    iface = _interface(strategy.multicast_if)
+    group = socket.inet_aton(strategy.multicast_addr)
+    if sys.platform.startswith("linux"):
+        mreq = struct.pack("4s4si", group, iface.address, iface.index)  # ip_mreqn
+        select = struct.pack("4s4si", bytes(4), iface.address, iface.index)
+        sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
+    else:
+        mreq = struct.pack("4s4s", group, iface.address)
+        select = iface.address
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, strategy.multicast_ttl)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    if strategy.multicast_if is not None:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, select)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+
+
+def _join_ipv6(sock: socket.socket, strategy: Gossip) -> None:
+    """The same for an IPv6 group: joined on ``multicast_if`` (an interface index;
+    0 lets the kernel choose), hop limit ``multicast_ttl``."""
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    index = _interface(strategy.multicast_if, ipv6=True).index
+    group = socket.inet_pton(socket.AF_INET6, strategy.multicast_addr)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):  # before Linux 4.20 every group reaches us
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_ALL, 0)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, strategy.multicast_ttl)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+    if index:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group + struct.pack("@I", index))
 
 
 class _Protocol(asyncio.DatagramProtocol):
