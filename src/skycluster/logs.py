@@ -39,6 +39,7 @@ class MembershipLog:
         # per peer: (reason text last logged, when, attempts since)
         self._failing: dict[str, tuple[str, float, int]] = {}
         self._handshakes = RateLimit(burst=5, window=60.0)
+        self._stalls = RateLimit(burst=3, window=60.0)
         self._left: dict[str, float] = {}  # peers that said goodbye, and when
         self._detach: Detach = node.telemetry.attach(None, self._handle)
 
@@ -68,6 +69,23 @@ class MembershipLog:
             log.warning(
                 "node %s missed heartbeats for %.1f s", peer, m.get("silence", 0.0), extra=extra
             )
+        elif event == "loop.stall":
+            if self._stalls.allow(event):
+                why = (
+                    "it is the application's loop (node_loop='shared'): code on it blocked; "
+                    "keep blocking calls off that loop, raise heartbeat_timeout, or give "
+                    "the node its own thread (the default node_loop)"
+                    if md.get("shared")
+                    else "its thread got no time: a long serve() handler or telemetry handler, "
+                    "or code holding the GIL"
+                )
+                log.warning(
+                    "the node's event loop ran nothing for %.1f s, and its heartbeats were "
+                    "late: %s",
+                    m.get("seconds", 0.0),
+                    why,
+                    extra=extra,
+                )
         elif event == "connect.error":
             self._connect_failed(str(peer), md, extra)
         elif event == "connect.ok":

@@ -57,6 +57,7 @@ class Snapshot:
     connects: dict[tuple[str, str], int]  # (ok|error, reason) -> count
     handshake_failures: dict[str, int]  # reason -> count
     heartbeat_timeouts: int
+    loop_stalls: int
     rtt: Histogram
     bytes: dict[str, int]  # in|out -> count
     frames: dict[str, int]
@@ -77,6 +78,7 @@ class Metrics:
         self.connects: Counter[tuple[str, str]] = Counter()
         self.handshake_failures: Counter[str] = Counter()
         self.heartbeat_timeouts = 0
+        self.loop_stalls = 0
         self.rtt = Histogram(RTT_BUCKETS)
         self.gossip_dropped: Counter[str] = Counter()
         self.strategy_polls: Counter[str] = Counter()
@@ -88,6 +90,7 @@ class Metrics:
             "connect.error": self._connect,
             "handshake.rejected": self._handshake,
             "heartbeat.timeout": self._timeout,
+            "loop.stall": self._stall,
             "heartbeat.rtt": self._rtt,
             "gossip.dropped": self._gossip,
             "strategy.poll": self._poll,
@@ -123,6 +126,9 @@ class Metrics:
     def _timeout(self, m: Measurements, md: Metadata) -> None:
         self.heartbeat_timeouts += 1
 
+    def _stall(self, m: Measurements, md: Metadata) -> None:
+        self.loop_stalls += 1
+
     def _rtt(self, m: Measurements, md: Metadata) -> None:
         self.rtt.observe(float(m.get("rtt", 0.0)))
 
@@ -155,6 +161,7 @@ class Metrics:
                 connects=dict(self.connects),
                 handshake_failures=dict(self.handshake_failures),
                 heartbeat_timeouts=self.heartbeat_timeouts,
+                loop_stalls=self.loop_stalls,
                 rtt=rtt,
                 bytes={"in": traffic.bytes_in, "out": traffic.bytes_out},
                 frames={"in": traffic.frames_in, "out": traffic.frames_out},
@@ -173,6 +180,7 @@ class Metrics:
             "connects": {f"{a}/{b}": n for (a, b), n in s.connects.items()},
             "handshake_failures": s.handshake_failures,
             "heartbeat_timeouts": s.heartbeat_timeouts,
+            "loop_stalls": s.loop_stalls,
             "rtt_count": sum(s.rtt.counts),
             "bytes": s.bytes,
             "frames": s.frames,

@@ -25,6 +25,7 @@ event                         measurements             metadata
 ``link.down``                 ``duration`` (s linked)  ``peer``, ``reason``, ``hidden``
 ``heartbeat.timeout``         ``silence`` (s)          ``peer``
 ``heartbeat.rtt``             ``rtt`` (s)              ``peer``
+``loop.stall``                ``seconds``              ``shared`` (node_loop="shared")
 ``handshake.rejected``                                 ``peer_address``, ``reason``, ``error``,
                                                        ``claimed`` (name or None)
 ``strategy.poll``             ``duration``, ``nodes``, ``topology``
@@ -59,6 +60,7 @@ EVENTS: tuple[str, ...] = (
     "link.down",
     "heartbeat.timeout",
     "heartbeat.rtt",
+    "loop.stall",
     "handshake.rejected",
     "strategy.poll",
     "strategy.error",

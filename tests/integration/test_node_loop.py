@@ -150,9 +150,12 @@ def test_a_shared_node_starts_only_on_a_running_loop() -> None:
 
 
 @async_test
-async def test_a_blocked_loop_stalls_a_shared_node_and_it_relinks() -> None:
+async def test_a_blocked_loop_stalls_a_shared_node_and_it_relinks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The price of shared: a loop blocked for longer than the heartbeat timeout
-    (0.8 s) makes the node look dead to peers on other threads; it comes back."""
+    (0.8 s) makes the node look dead to peers on other threads; it comes back,
+    and says why it stalled."""
     b = make("b", node_loop="asyncio")
     async with running(b):
         rb = Recorder(b.subscribe())
@@ -164,4 +167,19 @@ async def test_a_blocked_loop_stalls_a_shared_node_and_it_relinks() -> None:
             down = await rb.wait_down(a.name)
             assert isinstance(down[-1], NodeDown) and down[-1].reason == "heartbeat_timeout"
             await eventually(lambda: a.nodes() == [b.name] and b.nodes() == [a.name], "relinked")
+            assert a.stats()["loop_stalls"] >= 1 and "loop_stalls" not in b.stats()
         await rb.aclose()
+    stalls = [r.getMessage() for r in caplog.records if "ran nothing for" in r.getMessage()]
+    assert stalls and "node_loop='shared'" in stalls[0], stalls
+
+
+@async_test
+async def test_a_starved_node_thread_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    a = make("a", node_loop="asyncio")
+    async with running(a):
+        runtime = a._runtime
+        assert runtime is not None and runtime.loop is not None
+        runtime.loop.call_soon_threadsafe(time.sleep, 1.0)  # a handler that blocks
+        await eventually(lambda: a.stats().get("loop_stalls", 0) == 1, "the stall counted")
+    stalls = [r.getMessage() for r in caplog.records if "ran nothing for" in r.getMessage()]
+    assert len(stalls) == 1 and "its thread got no time" in stalls[0], stalls

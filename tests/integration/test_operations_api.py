@@ -223,6 +223,7 @@ def test_metrics_in_the_prometheus_format() -> None:
             'skycluster_link_transitions_total{node="a@127.0.0.1",reason="dialled",'
             'transition="up"} 1.0',
             'skycluster_subscriber_overflows_total{node="a@127.0.0.1"} 0.0',
+            'skycluster_loop_stalls_total{node="a@127.0.0.1"} 0.0',
         ):
             assert line in text, text
         assert 'skycluster_heartbeat_rtt_seconds_bucket{le="+Inf",node="a@127.0.0.1"}' in text

@@ -93,6 +93,14 @@ class SkyclusterCollector:
         )
         timeouts.add_metric([node], s.heartbeat_timeouts)
         yield timeouts
+        stalls = family(
+            CounterMetricFamily,
+            "skycluster_loop_stalls",
+            "Times the node's event loop ran nothing for a heartbeat interval or more",
+            [],
+        )
+        stalls.add_metric([node], s.loop_stalls)
+        yield stalls
         rtt = family(
             HistogramMetricFamily,
             "skycluster_heartbeat_rtt_seconds",
