@@ -88,19 +88,22 @@ class SkyclusterCollector:
         for reason, count in sorted(s.handshake_failures.items()):
             handshakes.add_metric([node, reason], count)
         yield handshakes
-        timeouts = family(
-            CounterMetricFamily, "skycluster_heartbeat_timeouts", "Peers silent too long", []
-        )
-        timeouts.add_metric([node], s.heartbeat_timeouts)
-        yield timeouts
-        stalls = family(
-            CounterMetricFamily,
-            "skycluster_loop_stalls",
-            "Times the node's event loop ran nothing for a heartbeat interval or more",
-            [],
-        )
-        stalls.add_metric([node], s.loop_stalls)
-        yield stalls
+        for name, total, doc in (
+            ("skycluster_heartbeat_timeouts", s.heartbeat_timeouts, "Peers silent too long"),
+            (
+                "skycluster_loop_stalls",
+                s.loop_stalls,
+                "Times the node's event loop ran nothing for a heartbeat interval or more",
+            ),
+            (
+                "skycluster_subscriber_overflows",
+                s.subscriber_overflows,
+                "Times a slow event subscriber's queue was compacted",
+            ),
+        ):
+            counter = family(CounterMetricFamily, name, doc, [])
+            counter.add_metric([node], total)
+            yield counter
         rtt = family(
             HistogramMetricFamily,
             "skycluster_heartbeat_rtt_seconds",
@@ -134,14 +137,6 @@ class SkyclusterCollector:
             for topology, count in sorted(values.items()):
                 counter.add_metric([node, topology], count)
             yield counter
-        overflows = family(
-            CounterMetricFamily,
-            "skycluster_subscriber_overflows",
-            "Times a slow event subscriber's queue was compacted",
-            [],
-        )
-        overflows.add_metric([node], s.subscriber_overflows)
-        yield overflows
 
 
 def exposition(metrics: Metrics, node: str) -> tuple[bytes, str]:
