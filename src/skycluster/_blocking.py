@@ -25,6 +25,6 @@ def refuse_on_node_loop(what: str) -> None:
     """Raise RuntimeError when the calling thread's loop hosts a node."""
     if _hosts and threading.get_ident() in _hosts:
         raise RuntimeError(
-            f"{what} blocks, and this thread's event loop runs a node (node_loop='shared'): "
-            "await the async form here, or call it from another thread"
+            f"{what} would block this thread, whose event loop runs a node "
+            "(node_loop='shared'): await the async form here, or call it from another thread"
         )

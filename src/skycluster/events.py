@@ -213,7 +213,7 @@ class SyncSubscription(Subscription):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no cluster event within {timeout} s")
-                _blocking.refuse_on_node_loop("a blocking get() of events")
+                _blocking.refuse_on_node_loop("subscribe_blocking().get()")
                 self._ready.wait(remaining)
 
     def __iter__(self) -> Iterator[Event]:

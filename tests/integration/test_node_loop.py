@@ -116,16 +116,16 @@ async def test_blocking_forms_on_a_shared_loop_fail_at_once_and_work_from_a_thre
         refused: list[tuple[str, Callable[[], Any]]] = [
             ("connect_blocking()", lambda: a.connect_blocking(dial_name(b))),
             ("call_blocking()", lambda: a.call_blocking(dial_name(b), "echo", 1)),
-            ("linking from a blocking send", lambda: a.send_blocking(dial_name(b), "x", 1)),
-            ("receive()", lambda: box.receive(timeout=5)),
-            ("blocking get() of events", lambda: events.get(timeout=5)),
-            ("blocking get() of events", lambda: a.wait_for_nodes_blocking(1, timeout=5)),
+            ("send_blocking() (linking first)", lambda: a.send_blocking(dial_name(b), "x", 1)),
+            ("receive() of a mailbox or subscription", lambda: box.receive(timeout=5)),
+            ("subscribe_blocking().get()", lambda: events.get(timeout=5)),
+            ("subscribe_blocking().get()", lambda: a.wait_for_nodes_blocking(1, timeout=5)),
             ("disconnect_blocking()", lambda: a.disconnect_blocking(b.name)),
             ("stop_blocking()", a.stop_blocking),
         ]
         for what, blocking in refused:
             began = time.monotonic()
-            refusal = re.escape(what) + r" blocks.*node_loop='shared'"
+            refusal = re.escape(what) + r" would block this thread.*node_loop='shared'"
             with pytest.raises(RuntimeError, match=refusal):
                 blocking()
             assert time.monotonic() - began < 1  # at once, not after the timeout

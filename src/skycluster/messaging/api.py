@@ -177,7 +177,7 @@ class Messaging:
             if channel is None:
                 if linked_once:
                     raise NodeDisconnected(f"the link to {ident} went down")
-                _blocking.refuse_on_node_loop("linking from a blocking send")
+                _blocking.refuse_on_node_loop("send_blocking() (linking first)")
                 runtime = self._require()
                 future = runtime.submit(self._connect_on_node(node, ident))
                 future.result(timeout=_remaining(deadline))
@@ -191,7 +191,7 @@ class Messaging:
             remaining = _remaining(deadline)
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"no room in the send buffer to {ident} within {timeout} s")
-            _blocking.refuse_on_node_loop("waiting for room in a blocking send")
+            _blocking.refuse_on_node_loop("send_blocking() (waiting for room)")
             channel.wait_room(remaining)
 
     async def _link(self, node: str, ident: str) -> None:

@@ -224,7 +224,7 @@ class Inbox:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no message within {timeout} s")
-                _blocking.refuse_on_node_loop("receive()")
+                _blocking.refuse_on_node_loop("receive() of a mailbox or subscription")
                 self._sync_waiting += 1
                 try:
                     self._ready.wait(remaining)
