@@ -191,7 +191,7 @@ class Cluster(Messaging):
 
     def start_blocking(self) -> None:
         """:meth:`start` for code without an event loop."""
-        if self.settings.node_loop == "shared":
+        if self.settings.shared_loop:
             raise RuntimeError(
                 "node_loop='shared' runs the node on the application's event loop: "
                 "start it there with 'await cluster.start()' or 'async with Cluster(...)'"

@@ -55,6 +55,11 @@ class NodeSettings:
     # the node runs on the event loop that starts it (the application's)
     node_loop: str = "auto"
 
+    @property
+    def shared_loop(self) -> bool:
+        """The node runs on the application's loop, without a thread of its own."""
+        return self.node_loop == "shared"
+
 
 # -- value parsers: each raises ValueError with the accepted form -------------
 

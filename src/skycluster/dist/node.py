@@ -423,7 +423,7 @@ class Node:
                 # The loop ran nothing for a heartbeat interval or more: our pings
                 # were late too, and peers may have reported us down meanwhile.
                 self._count("loop_stalls")
-                self.emit("loop.stall", {"seconds": now - due}, shared=self._shared_loop)
+                self.emit("loop.stall", {"seconds": now - due}, shared=self.settings.shared_loop)
             for link in list(self.links.values()):
                 if link.reading_paused:  # we stopped reading it: its bytes wait for us
                     link.last_received = now
@@ -436,10 +436,6 @@ class Node:
                 elif now - link.last_ping >= interval:
                     link.ping(now)
             self._mesh_upkeep(now)
-
-    @property
-    def _shared_loop(self) -> bool:
-        return self.settings.node_loop == "shared"
 
     def _mesh_upkeep(self, now: float) -> None:
         """Tell peers when our set of links changed, and retry missing mesh links."""

@@ -61,16 +61,11 @@ class Runtime:
         self.registrar: Registrar | None = None
         self.operations: Operations | None = None
 
-    @property
-    def shared(self) -> bool:
-        """The node runs on the application's loop (node_loop="shared")."""
-        return self.settings.node_loop == "shared"
-
     def start(self) -> concurrent.futures.Future[None]:
         """Start the thread (or, shared, a task on the running loop); the future
         completes once the node listens (or failed to)."""
         name = f"skycluster-node {self.settings.name.identity}"
-        if self.shared:
+        if self.settings.shared_loop:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:

@@ -51,7 +51,7 @@ def node_status(node: Node) -> dict[str, Any]:
         "started": node.started,
         "version": __version__,
         "node_loop": "uvloop" if type(node.loop).__module__.startswith("uvloop") else "asyncio",
-        "own_thread": node.settings.node_loop != "shared",
+        "own_thread": not node.settings.shared_loop,
         "min_nodes": node.settings.min_nodes,
         "ready": len(peers) >= node.settings.min_nodes,
         "peers": peers,
