@@ -242,7 +242,7 @@ class Gossip(Strategy):
         self.secret_file = secret_file
         self.secret_version: FileVersion | None = None  # of what was read from secret_file
         if secret_file is not None:
-            from_file, self.secret_version = _read_secrets(secret_file)
+            from_file, self.secret_version = read_secret_file(secret_file)
             secrets.extend(from_file)  # after `secret`: that one sends
         self.secrets = secrets
         self.label = label
@@ -277,21 +277,21 @@ MAX_SECRET_FILE = 64 * 1024
 FileVersion = tuple[int, int, int]  # inode, mtime (ns), size: changes when the file does
 
 
-def file_version(path: str) -> FileVersion | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
+def _version(info: os.stat_result) -> FileVersion:
     return info.st_ino, info.st_mtime_ns, info.st_size
 
 
-def read_secret_file(path: str) -> list[str]:
-    """The secrets in ``path``, one per line; blank lines and lines starting with
-    ``#`` are skipped. Errors name the file and what to fix, never its content."""
-    return _read_secrets(path)[0]
+def file_version(path: str) -> FileVersion | None:
+    try:
+        return _version(os.stat(path))
+    except OSError:
+        return None
 
 
-def _read_secrets(path: str) -> tuple[list[str], FileVersion]:
+def read_secret_file(path: str) -> tuple[list[str], FileVersion]:
+    """The secrets in ``path``, one per line (blank lines and lines starting with
+    ``#`` skipped), and the version of the file they came from. Errors name the
+    file and what to fix, never its content."""
     where = f"secret_file {path!r}"
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer
@@ -320,7 +320,7 @@ def _read_secrets(path: str) -> tuple[list[str], FileVersion]:
             where,
             stat.S_IMODE(info.st_mode),
         )
-    return secrets, (info.st_ino, info.st_mtime_ns, info.st_size)
+    return secrets, _version(info)
 
 
 def _option(name: str, value: Any, parse: Any) -> Any:
@@ -513,7 +513,7 @@ class _Run:
             return
         strategy.secret_version = version  # a bad file is reported once, not every beat
         try:
-            from_file, strategy.secret_version = _read_secrets(path)
+            from_file, strategy.secret_version = read_secret_file(path)
             secrets = [*strategy.given_secrets, *from_file]
             if secrets == strategy.secrets:
                 return  # touched, not changed
