@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from agents import AgentFactory
+from local_host import Host
 
 if TYPE_CHECKING:
     from k8s_api_server import FakeKubernetes
@@ -23,6 +24,17 @@ def agent_factory(tmp_path: Path) -> Iterator[AgentFactory]:
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture
+def host(agent_factory: AgentFactory, tmp_path: Path) -> Iterator[Host]:
+    """One host's port mapper and agents (see local_host.py); closed at the end
+    (the agents are killed by agent_factory's finalizer)."""
+    h = Host(agent_factory, tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
 
 
 @pytest.fixture

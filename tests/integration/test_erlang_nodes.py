@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from agents import LOOPBACK, WITHIN, AgentFactory, Process
+from agents import LOOPBACK, WITHIN, Process
 from local_host import Host, listener_pid, wait_mesh
 
 pytestmark = [
@@ -25,15 +23,6 @@ pytestmark = [
         reason="needs Debian's erlang-base for the real epmd and erl: apt-get install erlang-base",
     ),
 ]
-
-
-@pytest.fixture
-def host(agent_factory: AgentFactory, tmp_path: Path) -> Iterator[Host]:
-    h = Host(agent_factory, tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def wait_until_listening(process: Process, port: int) -> None:

@@ -17,18 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agents import LOOPBACK, WITHIN, AgentFactory, skycluster_command
+from agents import LOOPBACK, WITHIN, skycluster_command
 from local_host import Host, listener_pid, short, wait_mesh
-
-
-@pytest.fixture
-def host(agent_factory: AgentFactory, tmp_path: Path) -> Iterator[Host]:
-    h = Host(agent_factory, tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()  # the agents are killed by agent_factory's finalizer
-
 
 # --- the local strategy -----------------------------------------------------------------------
 
