@@ -23,7 +23,7 @@ from skycluster.config import NodeSettings, TLSFiles
 from skycluster.cookie import load_cookie
 from skycluster.dist.portmapper import epmd_port_from_env
 from skycluster.dist.registration import PortMapperSettings
-from skycluster.dist.runtime import Runtime
+from skycluster.dist.runtime import SHARED_NEEDS_A_LOOP, Runtime
 from skycluster.errors import ConfigError, StartError
 from skycluster.events import (
     DEFAULT_QUEUE_SIZE,
@@ -191,11 +191,8 @@ class Cluster(Messaging):
 
     def start_blocking(self) -> None:
         """:meth:`start` for code without an event loop."""
-        if self.settings.shared_loop:
-            raise RuntimeError(
-                "node_loop='shared' runs the node on the application's event loop: "
-                "start it there with 'await cluster.start()' or 'async with Cluster(...)'"
-            )
+        if self.settings.shared_loop:  # the task would wait for the loop this call blocks
+            raise RuntimeError(SHARED_NEEDS_A_LOOP)
         self._start_runtime().result()
 
     def _start_runtime(self) -> concurrent.futures.Future[None]:

@@ -32,6 +32,11 @@ from skycluster.ops.service import Operations
 from skycluster.strategy.base import StrategyContext, Topology
 
 T = TypeVar("T")
+
+SHARED_NEEDS_A_LOOP = (
+    "node_loop='shared' runs the node on the application's event loop: "
+    "start it there with 'await cluster.start()' or 'async with Cluster(...)'"
+)
 log = logging.getLogger("skycluster.runtime")
 
 
@@ -69,10 +74,7 @@ class Runtime:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
-                raise RuntimeError(
-                    "node_loop='shared' runs the node on the application's event loop: "
-                    "start it there with 'await cluster.start()' or 'async with Cluster(...)'"
-                ) from None
+                raise RuntimeError(SHARED_NEEDS_A_LOOP) from None
             self._task = loop.create_task(self._main_shared(), name=name)
             return self._started
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
