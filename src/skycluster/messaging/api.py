@@ -24,6 +24,7 @@ from skycluster.errors import (
     NodeUnreachable,
 )
 from skycluster.messaging import codec, wire
+from skycluster.messaging.deadlines import expire
 from skycluster.messaging.inbox import DEFAULT_MAILBOX_SIZE, Mailbox, TopicSubscription
 from skycluster.messaging.messenger import DOWN, FULL, QUEUED, Channel, Messenger
 from skycluster.names import NodeName
@@ -219,10 +220,11 @@ class Messaging:
         messenger = self._messenger()
         data = messenger.encode(request)
         ident = self._identity(node)
-        loop = asyncio.get_running_loop()
+        caller = threading.get_ident()
+        # the node's own thread runs the node's loop; get_running_loop() costs a getpid()
+        loop = messenger.loop if caller == messenger.loop_thread else asyncio.get_running_loop()
         deadline = loop.time() + timeout
         future: asyncio.Future[Any] = loop.create_future()
-        caller = threading.get_ident()
 
         def resolve(exc: BaseException | None, value: Any) -> None:
             if threading.get_ident() == caller:  # a local call, or node_loop="shared"
@@ -245,13 +247,13 @@ class Messaging:
                         async with asyncio.timeout_at(deadline):
                             await self._offer(messenger, ident, node, wire.CALL, None, data, head)
                     except TimeoutError:
-                        _expire(future, name, ident, timeout)
-            # a timer, not asyncio.timeout(): the same bound for less work per call
-            timer = loop.call_at(deadline, _expire, future, name, ident, timeout)
+                        expire(future, name, ident, timeout)
+            deadlines = messenger.deadlines(loop)
+            deadlines.add(deadline, future, name, ident, timeout)
             try:
                 return await future
             finally:
-                timer.cancel()
+                deadlines.finished()
         finally:
             if ref:
                 messenger.calls.pop(ref, None)
@@ -382,13 +384,6 @@ class PubSub:
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _expire(future: asyncio.Future[Any], name: str, ident: str, timeout: float) -> None:
-    if not future.done():
-        future.set_exception(
-            CallTimeout(f"no reply from mailbox {name!r} on {ident} within {timeout} s")
-        )
 
 
 def _settle(future: asyncio.Future[Any], exc: BaseException | None, value: Any) -> None:

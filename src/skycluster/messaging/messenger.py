@@ -39,6 +39,7 @@ from skycluster.errors import (
 )
 from skycluster.messaging import codec, wire
 from skycluster.messaging.codec import encode as _encode
+from skycluster.messaging.deadlines import Deadlines
 from skycluster.messaging.inbox import Inbox, Mailbox, Request, TopicSubscription, wake_all
 
 if TYPE_CHECKING:
@@ -116,9 +117,12 @@ class Channel:
                 self.link.fd is not None if not on_loop else not self.paused
             ):
                 now = time.monotonic()
-                if now - self._last_direct >= DIRECT_IDLE:
-                    # An idle link: write this frame now rather than wake (or wait
-                    # for) the node's loop: a round trip saves a thread hop.
+                last = self._last_direct
+                if now - last >= DIRECT_IDLE or self.link.last_received >= last:
+                    # An idle link, or the peer has answered since our last direct
+                    # write (a request and its reply): write this frame now rather than
+                    # wake (or wait for) the node's loop; a round trip saves a thread
+                    # hop. A one-way stream still goes out in batches.
                     self._last_direct = now
                     direct = self._direct_busy = True
                     link = self.link
@@ -332,6 +336,7 @@ class Messenger:
         self._held: dict[Link, set[Inbox]] = {}
         self._to_wake: set[Inbox] = set()  # inboxes filled by the current read
         self._logged: set[str] = set()
+        self._deadlines: dict[asyncio.AbstractEventLoop, Deadlines] = {}
         self.closed = False
 
     # -- registrations (any thread) ---------------------------------------------
@@ -457,6 +462,16 @@ class Messenger:
         self.calls[ref] = (ident, resolve)
         return ref
 
+    def deadlines(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
+        """The timeouts of the calls waiting on ``loop`` (that loop's thread)."""
+        deadlines = self._deadlines.get(loop)
+        if deadlines is None:
+            with self._lock:
+                for old in [old for old in self._deadlines if old.is_closed()]:
+                    del self._deadlines[old]
+                deadlines = self._deadlines.setdefault(loop, Deadlines(loop))
+        return deadlines
+
     def answer(self, ident: str, ref: int, status: int, value: Any) -> None:
         """Send a REPLY (any thread); lost if the caller is gone."""
         try:
@@ -542,6 +557,15 @@ class Messenger:
             entry = self.calls.pop(ref, None)
             if entry is not None:
                 entry[1](NodeDisconnected("the cluster stopped before the reply came"), None)
+        with self._lock:
+            deadlines = list(self._deadlines.values())
+            self._deadlines.clear()
+        for timers in deadlines:
+            if timers.loop is self.loop:
+                timers.cancel()
+            else:
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nothing runs
+                    timers.loop.call_soon_threadsafe(timers.cancel)
 
     # -- frames that arrive (the node's loop) -----------------------------------
 
