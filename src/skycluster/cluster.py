@@ -81,6 +81,7 @@ class Cluster(Messaging):
         http: str | None = None,
         min_nodes: int = 0,
         node_loop: str = "auto",
+        busy_wait: float = 0.0,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         environ = os.environ if environ is None else environ
@@ -105,6 +106,7 @@ class Cluster(Messaging):
         listen_host, listen_port = _listen_address(node_name, listen, dist_port)
         http_address, metadata = _operations(http, min_nodes, metadata)
         _check_node_loop(node_loop)
+        _check_busy_wait(busy_wait)
         self._cookie = load_cookie(cookie, environ)
         self.settings = NodeSettings(
             name=node_name,
@@ -124,6 +126,7 @@ class Cluster(Messaging):
             http=http_address,
             min_nodes=min_nodes,
             node_loop=node_loop,
+            busy_wait=float(busy_wait),
             tls=TLSFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key and tls_ca else None,
             port_mapper=_port_mapper_settings(
                 port_mapper, epmd_port, epmd_bind, listen_host, environ
@@ -524,6 +527,15 @@ def _check_node_loop(node_loop: str) -> None:
             f"{_spelled('node_loop')} is uvloop, which is not installed: "
             "pip install 'skycluster[fast]', or use auto or asyncio"
         )
+
+
+def _check_busy_wait(busy_wait: float) -> None:
+    try:
+        if isinstance(busy_wait, bool) or not isinstance(busy_wait, int | float):
+            raise ValueError("expected a number of seconds")
+        config.check_busy_wait(busy_wait)
+    except ValueError as exc:
+        raise ConfigError(f"{_spelled('busy_wait')}: {exc}, got {busy_wait!r}") from None
 
 
 def _spelled(key: str) -> str:

@@ -54,6 +54,7 @@ class NodeSettings:
     # the node thread's event loop: auto, asyncio or uvloop; or "shared": no thread,
     # the node runs on the event loop that starts it (the application's)
     node_loop: str = "auto"
+    busy_wait: float = 0.0  # seconds the node's loop polls after traffic before it sleeps
 
     @property
     def shared_loop(self) -> bool:
@@ -85,6 +86,23 @@ def parse_port(text: str) -> int:
 
 
 NODE_LOOPS = ("auto", "asyncio", "uvloop", "shared")
+MAX_BUSY_WAIT = 0.01  # a reply later than this is not waiting on a wake-up
+
+
+def parse_busy_wait(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected seconds such as 0.0001 (100 µs), or 0 for off") from None
+    check_busy_wait(value)
+    return value
+
+
+def check_busy_wait(value: float) -> None:
+    if not math.isfinite(value) or not 0 <= value <= MAX_BUSY_WAIT:
+        raise ValueError(
+            f"expected seconds from 0 (off) to {MAX_BUSY_WAIT}, such as 0.0001 (100 µs)"
+        )
 
 
 def parse_node_loop(text: str) -> str:
@@ -280,6 +298,13 @@ NODE_OPTIONS: tuple[Option, ...] = (
         "event loop of the node's thread: auto (uvloop when installed), asyncio, uvloop; "
         "or shared (no thread: the application's loop) [auto]",
         metavar="LOOP",
+    ),
+    Option(
+        "busy_wait",
+        parse_busy_wait,
+        "seconds the node's loop keeps polling after traffic before it sleeps: "
+        "quicker replies for CPU time, like Erlang's +sbwt [0: off]",
+        metavar="S",
     ),
 )
 

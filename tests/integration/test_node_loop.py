@@ -61,6 +61,35 @@ async def test_auto_falls_back_to_asyncio_without_uvloop(monkeypatch: pytest.Mon
         make("b", node_loop="uvloop")
 
 
+@async_test
+async def test_busy_wait_keeps_the_loop_polling_after_traffic_and_ends_with_the_node() -> None:
+    a = make("a", node_loop="shared", busy_wait=0.01)
+    b = make("b", node_loop="asyncio", busy_wait=0.0001)
+    async with running(a, b):
+        assert (await a.status())["busy_wait"] == 0.01
+        assert (await b.status())["busy_wait"] == 0.0001
+        node = a._require().node
+        assert node is not None and node.busy_wait is not None
+        busy = node.busy_wait
+        b.serve("echo", lambda request: request)
+        polling = 0
+        for n in range(200):
+            assert await a.call(dial_name(b), "echo", n) == n
+            polling += busy.spinning  # the reply was read: the loop polls for the next one
+        assert polling >= 180  # (a pause of the whole process longer than 10 ms may end one)
+        await eventually(lambda: not busy.spinning, "it sleeps once the traffic stops")
+        await b.send(a.name, "nobody", 1)
+        await eventually(lambda: busy.spinning, "a frame that arrives starts it again")
+    assert not busy.spinning and asyncio.all_tasks() == {asyncio.current_task()}
+    assert make("c").settings.busy_wait == 0  # off unless asked for
+
+
+@pytest.mark.parametrize("value", [-1, 0.5, float("nan"), "0.001", True])
+def test_a_busy_wait_out_of_range_is_refused(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"busy_wait .*: expected .*, got"):
+        Cluster("a@127.0.0.1", cookie="x", busy_wait=value)
+
+
 def test_an_unknown_loop_is_refused_with_the_choices() -> None:
     with pytest.raises(
         ConfigError, match=r"node_loop .* must be auto, asyncio, uvloop or shared, got"

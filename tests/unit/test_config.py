@@ -121,6 +121,9 @@ GOOD: list[tuple[str, str, Any]] = [
     ("node_loop", "asyncio", "asyncio"),
     ("node_loop", "auto", "auto"),
     ("node_loop", "Shared", "shared"),
+    ("busy_wait", "0.0001", 0.0001),
+    ("busy_wait", " 0 ", 0.0),
+    ("busy_wait", "1e-2", 0.01),
 ]
 
 
@@ -156,6 +159,11 @@ BAD: list[tuple[str, str, str]] = [
     ("listen", "::1:4401", "brackets"),
     ("node_loop", "tokio", "expected auto, asyncio, uvloop or shared"),
     ("node_loop", "uv loop", "expected auto, asyncio, uvloop or shared"),
+    ("busy_wait", "100us", "expected seconds such as 0.0001 (100 µs), or 0 for off"),
+    ("busy_wait", "-0.001", "expected seconds from 0 (off) to 0.01"),
+    ("busy_wait", "0.5", "expected seconds from 0 (off) to 0.01"),
+    ("busy_wait", "nan", "expected seconds from 0 (off) to 0.01"),
+    ("busy_wait", "inf", "expected seconds from 0 (off) to 0.01"),
 ]
 
 

@@ -127,6 +127,8 @@ class Link(asyncio.BufferedProtocol):
             log.exception("unexpected error on the connection with %s", self.peer_address)
             self.node.protocol_error(self, f"internal error: {exc.__class__.__name__}")
             self.abort()
+        if self.node.busy_wait is not None:
+            self.node.busy_wait.poke()
 
     def eof_received(self) -> bool | None:
         return False  # close our side too
@@ -266,6 +268,8 @@ class Link(asyncio.BufferedProtocol):
             data = self.unsent + data
             self.unsent = b""
         self.transport.write(data)
+        if self.node.busy_wait is not None:
+            self.node.busy_wait.poke()
 
     def pause_writing(self) -> None:
         self.node.messenger.pause_writing(self)

@@ -23,6 +23,7 @@ from typing import Any
 
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
+from skycluster.dist.busywait import BusyWait
 from skycluster.dist.handshake import NodeInfo, RejectReason
 from skycluster.dist.link import PEERS, READ_SIZE, Link, LinkRefused
 from skycluster.errors import NodeUnreachable, StartError
@@ -76,6 +77,7 @@ class Node:
         self._server_ssl: ssl.SSLContext | None = None
         self._client_ssl: ssl.SSLContext | None = None
         self.messenger = Messenger(self)
+        self.busy_wait = BusyWait(self.loop, settings.busy_wait) if settings.busy_wait else None
         self.last_dial_error: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------
@@ -133,6 +135,8 @@ class Node:
             link.abort()
         if self._server is not None:
             await self._server.wait_closed()
+        if self.busy_wait is not None:
+            self.busy_wait.close()
 
     # -- what the cluster asks ------------------------------------------------
 

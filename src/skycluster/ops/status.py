@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 def node_status(node: Node) -> dict[str, Any]:
     """``{"node", "address", "hidden", "metadata", "started", "version", "node_loop", "own_thread",
-    "min_nodes", "ready", "peers": [{"node", "address", "since", "rtt", "last_heard", "metadata",
-    "direction", "links"}], "hidden_peers"}``; times are Unix seconds, rtt and
-    last_heard seconds."""
+    "busy_wait", "min_nodes", "ready", "peers": [{"node", "address", "since", "rtt",
+    "last_heard", "metadata", "direction", "links"}], "hidden_peers"}``; times are Unix
+    seconds, rtt, last_heard and busy_wait seconds."""
     from skycluster import __version__
 
     now = time.monotonic()
@@ -52,6 +52,7 @@ def node_status(node: Node) -> dict[str, Any]:
         "version": __version__,
         "node_loop": "uvloop" if type(node.loop).__module__.startswith("uvloop") else "asyncio",
         "own_thread": not node.settings.shared_loop,
+        "busy_wait": node.settings.busy_wait,
         "min_nodes": node.settings.min_nodes,
         "ready": len(peers) >= node.settings.min_nodes,
         "peers": peers,
