@@ -4,7 +4,8 @@
     python benchmarks/messaging.py [--small 1000000] [--large 100000] [--rtt 20000]
                                    [--broadcasts 1000] [--impls skycluster,erlang]
                                    [--node-loop auto|asyncio|uvloop|shared]
-                                   [--app-loop asyncio|uvloop]
+                                   [--app-loop asyncio|uvloop] [--busy-wait S]
+                                   [--erlang-busy-wait default|none]
 
 The same work on both sides, each node its own OS process, all on 127.0.0.1:
 
@@ -49,6 +50,7 @@ HOST = "127.0.0.1"
 HERE = Path(__file__).resolve().parent
 COOKIE = "msgbench-cookie"
 SUBS_PER_NODE = 250
+ERL_NO_BUSY_WAIT = ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]
 MIB = 1024 * 1024
 
 # -- the skycluster nodes (run as: messaging.py worker|driver ...) --------------
@@ -58,7 +60,11 @@ async def worker(name: str) -> None:
     import skycluster
 
     async with skycluster.Cluster(
-        name, cookie=COOKIE, port_mapper=False, node_loop=os.environ["SKYCLUSTER_NODE_LOOP"]
+        name,
+        cookie=COOKIE,
+        port_mapper=False,
+        node_loop=os.environ["SKYCLUSTER_NODE_LOOP"],
+        busy_wait=float(os.environ["SKYCLUSTER_BUSY_WAIT"]),
     ) as cluster:
         state: dict[str, Any] = {"expect": None, "count": 0}
         sink = cluster.register("sink")
@@ -115,7 +121,11 @@ async def driver(name: str, workers: list[str], n: int, n10: int, m: int, b: int
     import skycluster
 
     async with skycluster.Cluster(
-        name, cookie=COOKIE, port_mapper=False, node_loop=os.environ["SKYCLUSTER_NODE_LOOP"]
+        name,
+        cookie=COOKIE,
+        port_mapper=False,
+        node_loop=os.environ["SKYCLUSTER_NODE_LOOP"],
+        busy_wait=float(os.environ["SKYCLUSTER_BUSY_WAIT"]),
     ) as cluster:
         done = cluster.register("done")
         w1 = workers[0]
@@ -442,10 +452,13 @@ def run_side(impl: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
                 raise RuntimeError("epmd did not start")
             env["ERL_EPMD_PORT"] = str(epmd_port)
             env["ERL_EPMD_ADDRESS"] = HOST
+            # Erlang's schedulers busy wait before sleeping unless told not to
+            busy_wait = [] if args.erlang_busy_wait == "default" else ERL_NO_BUSY_WAIT
 
             def node_argv(name: str, *run: str) -> list[str]:
                 return [
                     erl,
+                    *busy_wait,
                     "-name",
                     name,
                     "-setcookie",
@@ -479,6 +492,7 @@ def run_side(impl: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
             )
         else:
             env["SKYCLUSTER_NODE_LOOP"] = args.node_loop
+            env["SKYCLUSTER_BUSY_WAIT"] = str(args.busy_wait)
             workers = [f"w{i}@{HOST}:{free_port()}" for i in (1, 2, 3)]
             for w in workers:
                 procs.append(
@@ -660,6 +674,18 @@ def main() -> None:
         default="asyncio",
         help="the application's event loop in each Python process (and the bare socket's)",
     )
+    parser.add_argument(
+        "--busy-wait",
+        type=float,
+        default=0.0,
+        help="busy_wait of each skycluster node: seconds its loop polls after traffic [0: off]",
+    )
+    parser.add_argument(
+        "--erlang-busy-wait",
+        choices=("default", "none"),
+        default="default",
+        help="Erlang's scheduler busy waiting: its default, or none (+sbwt none ...)",
+    )
     args = parser.parse_args()
     load = os.getloadavg()
     print(
@@ -699,6 +725,8 @@ def main() -> None:
         else f"skycluster node threads on {node_loop}"
     )
     print(f"{where}; application loops (and the bare socket's) on {args.app_loop}.")
+    erlang = "default" if args.erlang_busy_wait == "default" else " ".join(ERL_NO_BUSY_WAIT)
+    print(f"skycluster busy_wait={args.busy_wait}; Erlang scheduler busy wait: {erlang}.")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "load": load}, indent=2))
 
