@@ -106,7 +106,7 @@ class Cluster(Messaging):
         listen_host, listen_port = _listen_address(node_name, listen, dist_port)
         http_address, metadata = _operations(http, min_nodes, metadata)
         _check_node_loop(node_loop)
-        _check_busy_wait(busy_wait)
+        _check_busy_wait(busy_wait, node_loop)
         self._cookie = load_cookie(cookie, environ)
         self.settings = NodeSettings(
             name=node_name,
@@ -529,13 +529,20 @@ def _check_node_loop(node_loop: str) -> None:
         )
 
 
-def _check_busy_wait(busy_wait: float) -> None:
+def _check_busy_wait(busy_wait: float, node_loop: str) -> None:
     try:
         if isinstance(busy_wait, bool) or not isinstance(busy_wait, int | float):
             raise ValueError("expected a number of seconds")
         config.check_busy_wait(busy_wait)
     except ValueError as exc:
         raise ConfigError(f"{_spelled('busy_wait')}: {exc}, got {busy_wait!r}") from None
+    if busy_wait and node_loop != "shared":
+        # Measured: a polling node thread takes the GIL from the application's thread
+        # over and over; the median round trip did not improve and its tail grew.
+        raise ConfigError(
+            f"{_spelled('busy_wait')} needs node_loop='shared' (--node-loop shared): a node "
+            "thread that polls competes with the application's thread for the GIL"
+        )
 
 
 def _spelled(key: str) -> str:

@@ -303,7 +303,7 @@ NODE_OPTIONS: tuple[Option, ...] = (
         "busy_wait",
         parse_busy_wait,
         "seconds the node's loop keeps polling after traffic before it sleeps: "
-        "quicker replies for CPU time, like Erlang's +sbwt [0: off]",
+        "quicker replies for CPU time, like Erlang's +sbwt; needs --node-loop shared [0: off]",
         metavar="S",
     ),
 )
