@@ -42,16 +42,18 @@ class _Waker:
         self._scheduled = False
 
     def wake(self, futures: list[asyncio.Future[None]]) -> None:
+        if asyncio._get_running_loop() is self.loop:
+            # node_loop="shared": the getters' own loop, so wake them now (each resumes
+            # on the loop's next turn) rather than one turn later through _run
+            _settle_all(futures)
+            return
         with self._lock:
             self._pending.extend(futures)
             if self._scheduled:
                 return
             self._scheduled = True
         try:
-            if asyncio._get_running_loop() is self.loop:  # node_loop="shared": no thread hop
-                self.loop.call_soon(self._run)
-            else:
-                self.loop.call_soon_threadsafe(self._run)
+            self.loop.call_soon_threadsafe(self._run)
         except RuntimeError:  # the loop is closed: nobody waits any more
             with self._lock:
                 self._pending.clear()
@@ -61,9 +63,13 @@ class _Waker:
         with self._lock:
             pending, self._pending = self._pending, []
             self._scheduled = False
-        for future in pending:
-            if not future.done():
-                future.set_result(None)
+        _settle_all(pending)
+
+
+def _settle_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 _wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waker] = weakref.WeakKeyDictionary()
