@@ -32,17 +32,18 @@ if TYPE_CHECKING:
 DEFAULT_MAILBOX_SIZE = 10_000
 
 
-class _Waker:
+class Waker:
     """Wakes the futures of one loop with one call_soon_threadsafe per batch."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.thread = threading.get_ident()  # the thread that runs the loop (see waker())
         self._lock = threading.Lock()
         self._pending: list[asyncio.Future[None]] = []
         self._scheduled = False
 
     def wake(self, futures: list[asyncio.Future[None]]) -> None:
-        if asyncio._get_running_loop() is self.loop:
+        if threading.get_ident() == self.thread:
             # node_loop="shared": the getters' own loop, so wake them now (each resumes
             # on the loop's next turn) rather than one turn later through _run
             _settle_all(futures)
@@ -72,26 +73,34 @@ def _settle_all(futures: list[asyncio.Future[None]]) -> None:
             future.set_result(None)
 
 
-_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waker] = weakref.WeakKeyDictionary()
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Waker] = weakref.WeakKeyDictionary()
 _wakers_lock = threading.Lock()
 
+Waiter = tuple[Waker, "asyncio.Future[None]"]
 
-def waker(loop: asyncio.AbstractEventLoop) -> _Waker:
+
+def waker(loop: asyncio.AbstractEventLoop) -> Waker:
+    """The waker of ``loop``, for a future about to wait on it: call it on the thread
+    that runs ``loop``, which it records (a loop may run on another thread later)."""
     found = _wakers.get(loop)
     if found is None:
         with _wakers_lock:
             found = _wakers.get(loop)
             if found is None:
-                found = _wakers[loop] = _Waker(loop)
+                found = _wakers[loop] = Waker(loop)
+    found.thread = threading.get_ident()
     return found
 
 
-def wake_all(futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-    for loop, future in futures:
-        by_loop.setdefault(loop, []).append(future)
-    for loop, group in by_loop.items():
-        waker(loop).wake(group)
+def wake_all(waiters: list[Waiter]) -> None:
+    if len(waiters) == 1:
+        waiters[0][0].wake([waiters[0][1]])
+        return
+    by_waker: dict[Waker, list[asyncio.Future[None]]] = {}
+    for each, future in waiters:
+        by_waker.setdefault(each, []).append(future)
+    for each, group in by_waker.items():
+        each.wake(group)
 
 
 class Inbox:
@@ -105,7 +114,7 @@ class Inbox:
         self._items: deque[Any] = deque()
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
-        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._async_waiters: list[Waiter] = []
         self._sync_waiting = 0
         self._closed = False
         # Set by the node while a link is held back because this inbox is full.
@@ -183,14 +192,15 @@ class Inbox:
                 if self._closed:
                     raise StopAsyncIteration
                 future: asyncio.Future[None] = loop.create_future()
-                self._async_waiters.append((loop, future))
+                waiter = (waker(loop), future)
+                self._async_waiters.append(waiter)
             try:
                 await future
             finally:
                 if not future.done():
                     with self._lock:
-                        if (loop, future) in self._async_waiters:
-                            self._async_waiters.remove((loop, future))
+                        if waiter in self._async_waiters:
+                            self._async_waiters.remove(waiter)
         if self.blocking:
             self._took()
         return item

@@ -40,7 +40,15 @@ from skycluster.errors import (
 from skycluster.messaging import codec, wire
 from skycluster.messaging.codec import encode as _encode
 from skycluster.messaging.deadlines import Deadlines
-from skycluster.messaging.inbox import Inbox, Mailbox, Request, TopicSubscription, wake_all
+from skycluster.messaging.inbox import (
+    Inbox,
+    Mailbox,
+    Request,
+    TopicSubscription,
+    Waiter,
+    wake_all,
+    waker,
+)
 
 if TYPE_CHECKING:
     from skycluster.dist.link import Link
@@ -83,7 +91,7 @@ class Channel:
         self._raw: bytes | None = None  # the unsent end of a frame written directly
         self._direct_busy = False
         self._last_direct = 0.0
-        self.async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.async_waiters: list[Waiter] = []
         self.sync_waiting = 0
 
     # -- any thread -------------------------------------------------------------
@@ -191,7 +199,7 @@ class Channel:
         with self.lock:
             if self.size < self.limit or self.link is None:
                 return None
-            self.async_waiters.append((loop, future))
+            self.async_waiters.append((waker(loop), future))
         return future
 
     def wait_room(self, timeout: float | None) -> bool:
