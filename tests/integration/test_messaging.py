@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from certs import TestCA
-from cluster_helpers import SHARED, needs_own_thread
+from cluster_helpers import SHARED, dial_name, needs_own_thread
 
 import skycluster
 from skycluster import (
@@ -35,6 +35,7 @@ from skycluster import (
     UnencodableMessage,
 )
 from skycluster.dist.link import READ_SIZE
+from skycluster.messaging import messenger
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "messaging-test-cookie"
@@ -498,6 +499,38 @@ def _tls_files(directory: Path) -> dict[str, str]:
     """A CA and one certificate it signs (both nodes may share it)."""
     files = TestCA.create("messaging test CA").issue(directory, "node", ["skycluster"])
     return {"tls_cert": str(files.cert), "tls_key": str(files.key), "tls_ca": str(files.ca)}
+
+
+def test_a_call_after_a_reply_goes_out_at_once_and_a_stream_in_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small frame skips the node's queue when the link is idle: nothing went out
+    that way for DIRECT_IDLE, or the peer has sent something since (a request after
+    its reply, a reply after its request). A one-way stream is batched."""
+    monkeypatch.setattr(messenger, "DIRECT_IDLE", 3600.0)  # no link idles that long here
+
+    async def main() -> None:
+        async with local_cluster("da") as a, local_cluster("db") as b:
+            b.serve("echo", lambda request: request)
+            sink = b.register("sink")
+            assert await a.call(dial_name(b), "echo", -1) == -1
+            before = a.stats().get("direct_writes", 0), b.stats().get("direct_writes", 0)
+            for n in range(100):
+                assert await a.call(b.name, "echo", n) == n
+            calls = a.stats()["direct_writes"] - before[0]
+            replies = b.stats()["direct_writes"] - before[1]
+            assert (calls, replies) == (100, 100)
+            for n in range(2000):
+                await a.send(b.name, "sink", n)
+            got: list[Any] = []
+            async with asyncio.timeout(20):
+                while len(got) < 2000:
+                    got.extend(await sink.get_many())
+            assert got == list(range(2000))
+            # the first send follows a reply; the rest waited for the node's batches
+            assert a.stats()["direct_writes"] - before[0] - calls <= 5
+
+    asyncio.run(main())
 
 
 def test_messaging_over_tls(tmp_path: Path) -> None:
