@@ -118,7 +118,6 @@ class Channel:
                 groups.append([kind, key, head, [data], size])
                 self.size += size
                 return QUEUED
-            self.flush_pending = True
             on_loop = threading.get_ident() == self.messenger.loop_thread
             direct = False
             if size <= wire.GROUP_BYTES and (
@@ -132,14 +131,20 @@ class Channel:
                     # wake (or wait for) the node's loop; a round trip saves a thread
                     # hop. A one-way stream still goes out in batches.
                     self._last_direct = now
+                    self.messenger.count("direct_writes")
+                    if on_loop:
+                        # The node's own thread owns the transport: write it now, the
+                        # lock held, so that no other sender can come in between.
+                        self._write_on_loop(self.link, _frame(kind, head, data))
+                        return QUEUED
                     direct = self._direct_busy = True
                     link = self.link
+            self.flush_pending = True
             if not direct:
                 groups.append([kind, key, head, [data], size])
                 self.size += size
         if direct:
-            self.messenger.count("direct_writes")
-            self._write_direct(link, kind, head, data, on_loop)
+            self._write_direct(link, _frame(kind, head, data))
             return QUEUED
         if on_loop:
             self.loop.call_soon(self.flush)
@@ -147,12 +152,18 @@ class Channel:
             self.loop.call_soon_threadsafe(self.flush)
         return QUEUED
 
-    def _write_direct(self, link: Link, kind: int, head: bytes, data: bytes, on_loop: bool) -> None:
-        if kind == wire.CALL or kind == wire.REPLY:
-            payload = head + data
-        else:
-            payload = b"".join((_BATCH_START[kind], head, b"\x91", data))
-        frame = frames.HEADER.pack(len(payload)) + payload
+    def _write_on_loop(self, link: Link, frame: bytes) -> None:
+        traffic = self.messenger.node.traffic
+        traffic.bytes_out += len(frame)
+        traffic.frames_out += 1
+        transport = link.transport
+        if transport is not None and not transport.is_closing():
+            with link.write_lock:  # another thread may be writing to the socket directly
+                link.write_locked(frame)
+
+    def _write_direct(self, link: Link, frame: bytes) -> None:
+        """Write ``frame`` to the socket from an application thread (any but the
+        node's); what the socket does not take goes out on the node's loop."""
         written = 0
         tail = False  # part of the frame waits in link.unsent for the node's loop
         transport = link.transport
@@ -161,11 +172,7 @@ class Channel:
             traffic.bytes_out += len(frame)  # a race with another link's writer may lose a count
             traffic.frames_out += 1
             fd = link.fd
-            if on_loop:
-                if transport is not None and not transport.is_closing():
-                    link.write_locked(frame)  # the node's own thread: the transport is ours
-                written = len(frame)
-            elif (
+            if (
                 fd is not None
                 and transport is not None
                 and not transport.is_closing()
@@ -762,6 +769,15 @@ class Messenger:
         if len(self._logged) < 10_000:
             self._logged.add(key)
         log.warning(message, *args)
+
+
+def _frame(kind: int, head: bytes, data: bytes) -> bytes:
+    """One frame holding one message: a CALL or REPLY, or a SEND or PUBLISH of one."""
+    if kind == wire.CALL or kind == wire.REPLY:
+        payload = head + data
+    else:
+        payload = b"".join((_BATCH_START[kind], head, b"\x91", data))
+    return frames.HEADER.pack(len(payload)) + payload
 
 
 def codec_error(why: str) -> Exception:
