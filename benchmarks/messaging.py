@@ -59,13 +59,8 @@ MIB = 1024 * 1024
 async def worker(name: str) -> None:
     import skycluster
 
-    async with skycluster.Cluster(
-        name,
-        cookie=COOKIE,
-        port_mapper=False,
-        node_loop=os.environ["SKYCLUSTER_NODE_LOOP"],
-        busy_wait=float(os.environ["SKYCLUSTER_BUSY_WAIT"]),
-    ) as cluster:
+    # node_loop and busy_wait come from SKYCLUSTER_NODE_LOOP / SKYCLUSTER_BUSY_WAIT
+    async with skycluster.Cluster.from_env(name=name, cookie=COOKIE, port_mapper=False) as cluster:
         state: dict[str, Any] = {"expect": None, "count": 0}
         sink = cluster.register("sink")
         echo = cluster.register("echo")
@@ -120,13 +115,8 @@ async def worker(name: str) -> None:
 async def driver(name: str, workers: list[str], n: int, n10: int, m: int, b: int) -> None:
     import skycluster
 
-    async with skycluster.Cluster(
-        name,
-        cookie=COOKIE,
-        port_mapper=False,
-        node_loop=os.environ["SKYCLUSTER_NODE_LOOP"],
-        busy_wait=float(os.environ["SKYCLUSTER_BUSY_WAIT"]),
-    ) as cluster:
+    # node_loop and busy_wait come from SKYCLUSTER_NODE_LOOP / SKYCLUSTER_BUSY_WAIT
+    async with skycluster.Cluster.from_env(name=name, cookie=COOKIE, port_mapper=False) as cluster:
         done = cluster.register("done")
         w1 = workers[0]
         for w in workers:

@@ -9,8 +9,8 @@ write on a link keeps the node's loop polling (the kernel is asked for ready
 sockets without sleeping) until that many seconds pass without another one.
 
 The price is CPU time: up to ``busy_wait`` of one core after every burst of
-traffic, spent on the node's thread (or, with ``node_loop="shared"``, the
-application's, whose other callbacks still run meanwhile).
+traffic, spent on the application's loop (busy waiting needs
+``node_loop="shared"``), whose other callbacks still run meanwhile.
 """
 
 from __future__ import annotations

@@ -246,8 +246,12 @@ class Link(asyncio.BufferedProtocol):
         # Unknown frame types are ignored so that newer peers can add some.
 
     def send(self, frame: Any) -> None:
+        self.write_frame(frames.encode(frame))
+
+    def write_frame(self, data: bytes) -> None:
+        """Write one encoded frame (the node's loop)."""
         self.node.traffic.frames_out += 1
-        self._write(frames.encode(frame))
+        self._write(data)
 
     def ping(self, now: float) -> None:
         self._ping_seq += 1

@@ -135,7 +135,7 @@ class Channel:
                     if on_loop:
                         # The node's own thread owns the transport: write it now, the
                         # lock held, so that no other sender can come in between.
-                        self._write_on_loop(self.link, _frame(kind, head, data))
+                        self.link.write_frame(_frame(kind, head, data))
                         return QUEUED
                     direct = self._direct_busy = True
                     link = self.link
@@ -151,15 +151,6 @@ class Channel:
         else:
             self.loop.call_soon_threadsafe(self.flush)
         return QUEUED
-
-    def _write_on_loop(self, link: Link, frame: bytes) -> None:
-        traffic = self.messenger.node.traffic
-        traffic.bytes_out += len(frame)
-        traffic.frames_out += 1
-        transport = link.transport
-        if transport is not None and not transport.is_closing():
-            with link.write_lock:  # another thread may be writing to the socket directly
-                link.write_locked(frame)
 
     def _write_direct(self, link: Link, frame: bytes) -> None:
         """Write ``frame`` to the socket from an application thread (any but the
