@@ -19,7 +19,7 @@ from typing import Any, NoReturn, TextIO
 from skycluster import __version__, config, logs, members
 from skycluster.cluster import Cluster, topologies_from
 from skycluster.config import Option
-from skycluster.dist import portmapper
+from skycluster.distribution import portmapper
 from skycluster.errors import ConfigError, NodeUnreachable, StartError
 from skycluster.events import Event, NodeDown, NodeUp
 from skycluster.strategy import BUILTIN, strategy_class

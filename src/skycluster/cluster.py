@@ -2,7 +2,7 @@
 
 asyncio-native (``async with Cluster(...)``) with a thread-safe face for code
 that does not use asyncio (``with Cluster(...)``, ``*_blocking`` methods). The
-node itself runs on its own thread (see :mod:`skycluster.dist.runtime`).
+node itself runs on its own thread (see :mod:`skycluster.distribution.runtime`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from skycluster import _blocking, config
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings, TLSFiles
 from skycluster.cookie import load_cookie
-from skycluster.dist.portmapper import epmd_port_from_env
-from skycluster.dist.registration import PortMapperSettings
-from skycluster.dist.runtime import SHARED_NEEDS_A_LOOP, Runtime
+from skycluster.distribution.portmapper import epmd_port_from_env
+from skycluster.distribution.registration import PortMapperSettings
+from skycluster.distribution.runtime import SHARED_NEEDS_A_LOOP, Runtime
 from skycluster.errors import ConfigError, StartError
 from skycluster.events import (
     DEFAULT_QUEUE_SIZE,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skycluster.dist.registration import PortMapperSettings
+from skycluster.distribution.registration import PortMapperSettings
 from skycluster.errors import ConfigError
 from skycluster.names import NodeName, parse_address
 

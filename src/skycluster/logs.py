@@ -23,7 +23,7 @@ from skycluster._ratelimit import RateLimit
 from skycluster.telemetry import Detach, Measurements, Metadata
 
 if TYPE_CHECKING:
-    from skycluster.dist.node import Node
+    from skycluster.distribution.node import Node
 
 log = logging.getLogger("skycluster.membership")
 

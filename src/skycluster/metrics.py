@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from skycluster.telemetry import Detach, Measurements, Metadata
 
 if TYPE_CHECKING:
-    from skycluster.dist.node import Node
+    from skycluster.distribution.node import Node
     from skycluster.events import EventBus
 
 # Heartbeat round trips on a LAN are well under a millisecond; across zones tens.

@@ -21,7 +21,7 @@ import pytest
 
 import skycluster
 from skycluster import Cluster, Event, NodeDown, NodeUp
-from skycluster.dist.node import Node
+from skycluster.distribution.node import Node
 from skycluster.strategy import Epmd
 
 LOOPBACK = "127.0.0.1"

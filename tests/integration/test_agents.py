@@ -35,8 +35,8 @@ from agents import (
     run_cli,
 )
 
-from skycluster.dist import frames
-from skycluster.dist.handshake import PREAMBLE, Established, Handshake, NodeInfo, Refused
+from skycluster.distribution import frames
+from skycluster.distribution.handshake import PREAMBLE, Established, Handshake, NodeInfo, Refused
 from skycluster.names import NodeName
 
 APPS = Path(__file__).parent / "apps"

@@ -34,7 +34,7 @@ from skycluster import (
     NoSuchMailbox,
     UnencodableMessage,
 )
-from skycluster.dist.link import READ_SIZE
+from skycluster.distribution.link import READ_SIZE
 from skycluster.messaging import messenger as messenger_module
 
 HERE = Path(__file__).resolve().parent

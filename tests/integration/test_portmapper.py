@@ -15,14 +15,14 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
-from skycluster.dist.epmd_protocol import (
+from skycluster.distribution.epmd_protocol import (
     Alive2Request,
     NamesRequest,
     NodeInfo,
     decode_alive2_response,
     encode_request,
 )
-from skycluster.dist.portmapper import (
+from skycluster.distribution.portmapper import (
     NameTaken,
     PortMapperConfig,
     PortMapperError,

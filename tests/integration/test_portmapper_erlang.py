@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import pytest
 
-from skycluster.dist.portmapper import (
+from skycluster.distribution.portmapper import (
     NameTaken,
     PortMapperConfig,
     PortMapperServer,

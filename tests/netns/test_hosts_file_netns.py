@@ -93,7 +93,7 @@ def test_agents_on_two_hosts_form_one_cluster_through_the_hosts_file(
     # Registrations are accepted from the port mapper's own host only (epmd's rule).
     probe = (
         "import asyncio, sys\n"
-        "from skycluster.dist import portmapper\n"
+        "from skycluster.distribution import portmapper\n"
         "async def main():\n"
         "    try:\n"
         f"        await portmapper.register('z', 5000, host='{h1.address}',\n"
@@ -140,7 +140,7 @@ def test_an_embedded_port_mapper_bound_to_every_address(lab: Lab, tmp_path: Path
     (h1,) = lab.add_hosts(1)
     script = (
         "import asyncio, json, skycluster\n"
-        "from skycluster.dist import portmapper\n"
+        "from skycluster.distribution import portmapper\n"
         f"with skycluster.Cluster('z@{h1.address}', cookie='c', epmd_bind='') as c:\n"
         "    port = portmapper.epmd_port_from_env()\n"
         f"    for where in ('127.0.0.1', '{h1.address}'):\n"

@@ -1,4 +1,4 @@
-"""Busy waiting (skycluster.dist.busywait): after traffic the loop polls instead of sleeping."""
+"""Busy waiting (skycluster.distribution.busywait): after traffic the loop polls, not sleeps."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import selectors
 from typing import Any
 
-from skycluster.dist.busywait import BusyWait
+from skycluster.distribution.busywait import BusyWait
 
 
 class RecordingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from skycluster.dist.epmd_protocol import (
+from skycluster.distribution.epmd_protocol import (
     MAX_EXTRA_BYTES,
     MAX_NAME_CHARS,
     MAX_REQUEST_LENGTH,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from skycluster.dist import frames
-from skycluster.dist.frames import FrameDecoder, FrameError, FrameTooLarge
+from skycluster.distribution import frames
+from skycluster.distribution.frames import FrameDecoder, FrameError, FrameTooLarge
 
 msgpack_values = st.recursive(
     st.none()

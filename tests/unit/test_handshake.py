@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skycluster.dist import frames
-from skycluster.dist.handshake import (
+from skycluster.distribution import frames
+from skycluster.distribution.handshake import (
     MAX_HANDSHAKE_FRAME,
     MAX_METADATA,
     NONCE_SIZE,

@@ -30,7 +30,7 @@ from skycluster.messaging.messenger import DOWN, FULL, QUEUED, Channel, Messenge
 from skycluster.names import NodeName
 
 if TYPE_CHECKING:
-    from skycluster.dist.runtime import Runtime
+    from skycluster.distribution.runtime import Runtime
 
 DEFAULT_CALL_TIMEOUT = 5.0
 

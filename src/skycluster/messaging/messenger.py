@@ -1,6 +1,6 @@
 """The node's side of messaging: send buffers per peer, mailboxes, topics, calls.
 
-Lives with the :class:`~skycluster.dist.node.Node` on its thread. Application
+Lives with the :class:`~skycluster.distribution.node.Node` on its thread. Application
 threads put encoded messages into a peer's :class:`Channel` (a bounded buffer)
 and the node's loop writes everything buffered in one write: one wake-up of
 the node's loop per batch, not per message. Frames that arrive are decoded a
@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from skycluster.dist import frames
+from skycluster.distribution import frames
 from skycluster.errors import (
     AlreadyRegistered,
     CallFailed,
@@ -51,8 +51,8 @@ from skycluster.messaging.inbox import (
 )
 
 if TYPE_CHECKING:
-    from skycluster.dist.link import Link
-    from skycluster.dist.node import Node
+    from skycluster.distribution.link import Link
+    from skycluster.distribution.node import Node
 
 log = logging.getLogger("skycluster.messaging")
 

@@ -23,8 +23,8 @@ from skycluster.errors import NodeUnreachable
 from skycluster.names import NodeName
 
 if TYPE_CHECKING:
-    from skycluster.dist.link import Link
-    from skycluster.dist.node import Node
+    from skycluster.distribution.link import Link
+    from skycluster.distribution.node import Node
 
 STATUS_REQUEST = 20
 STATUS = 21

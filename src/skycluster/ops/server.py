@@ -36,7 +36,7 @@ from skycluster.ops.http11 import HttpError, Request, RequestParser, response
 from skycluster.ops.status import node_status
 
 if TYPE_CHECKING:
-    from skycluster.dist.node import Node
+    from skycluster.distribution.node import Node
     from skycluster.metrics import Metrics
 
 log = logging.getLogger("skycluster.http")

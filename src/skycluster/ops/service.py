@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from skycluster.dist.node import Node
+from skycluster.distribution.node import Node
 from skycluster.events import EventBus
 from skycluster.logs import MembershipLog
 from skycluster.metrics import Metrics

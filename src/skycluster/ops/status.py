@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from skycluster.dist.node import Node
+    from skycluster.distribution.node import Node
 
 
 def node_status(node: Node) -> dict[str, Any]:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from skycluster.config import Option
-from skycluster.dist.registration import PortMapperSettings
+from skycluster.distribution.registration import PortMapperSettings
 from skycluster.names import NodeName
 
 if TYPE_CHECKING:
-    from skycluster.dist.node import Node
+    from skycluster.distribution.node import Node
 
 ConnectHook = Callable[[NodeName], Awaitable[bool]]
 DisconnectHook = Callable[[str], Awaitable[bool]]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from skycluster.config import Option, parse_seconds, parse_text
-from skycluster.dist import portmapper
+from skycluster.distribution import portmapper
 from skycluster.errors import ConfigError
 from skycluster.names import NodeName, valid_name
 from skycluster.strategy.base import Strategy, StrategyContext

@@ -8,7 +8,7 @@ import asyncio
 from typing import ClassVar
 
 from skycluster.config import Option, parse_seconds
-from skycluster.dist import portmapper
+from skycluster.distribution import portmapper
 from skycluster.errors import ConfigError
 from skycluster.names import NodeName, valid_name
 from skycluster.strategy.base import Strategy, StrategyContext

@@ -1,6 +1,6 @@
 """The local node: listener, links by peer, heartbeats and the mesh.
 
-Runs entirely on the node's own event loop (see :mod:`skycluster.dist.runtime`),
+Runs entirely on the node's own event loop (see :mod:`skycluster.distribution.runtime`),
 so the application can block its own loop without starving heartbeats.
 
 Exactly one link per pair of nodes: when both dial each other at once, the
@@ -13,6 +13,7 @@ replaces the old one, which is then reported down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -23,14 +24,14 @@ from typing import Any
 
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
-from skycluster.dist.busywait import BusyWait
-from skycluster.dist.handshake import NodeInfo, RejectReason
-from skycluster.dist.link import PEERS, READ_SIZE, Link, LinkRefused
+from skycluster.distribution.busywait import BusyWait
+from skycluster.distribution.handshake import NodeInfo, RejectReason
+from skycluster.distribution.link import PEERS, READ_SIZE, Link, LinkRefused
 from skycluster.errors import NodeUnreachable, StartError
 from skycluster.events import DownReason, EventBus, NodeDown, NodeUp
 from skycluster.messaging.messenger import Messenger
-from skycluster.ops.remote import RemoteStatus
 from skycluster.names import InvalidNodeName, NodeName, format_address, parse_address
+from skycluster.ops.remote import RemoteStatus
 from skycluster.telemetry import GLOBAL, Telemetry, handshake_reason
 
 log = logging.getLogger("skycluster.node")
@@ -129,7 +130,7 @@ class Node:
                 link.abort()
         self.links.clear()
         deadline = self.loop.time() + 2.0
-        while self.connections and self.loop.time() < deadline:
+        while self.connections and self.loop.time() < deadline:  # noqa: ASYNC110 - emptied by connection_lost
             await asyncio.sleep(0.01)
         for link in list(self.connections):
             link.abort()
@@ -190,7 +191,9 @@ class Node:
                     port,
                     ssl=self._client_ssl,
                     server_hostname=_sni(self),
-                    ssl_handshake_timeout=self.settings.connect_timeout if self._client_ssl else None,
+                    ssl_handshake_timeout=(
+                        self.settings.connect_timeout if self._client_ssl else None
+                    ),
                 )
                 await link.established
         except LinkRefused as exc:
@@ -218,7 +221,9 @@ class Node:
         if reason is None:
             self.emit("connect.ok", took, peer=ident, address=address)
         else:
-            self.emit("connect.error", took, peer=ident, address=address, reason=reason, error=error)
+            self.emit(
+                "connect.error", took, peer=ident, address=address, reason=reason, error=error
+            )
 
 
     async def _address_of(self, name: NodeName) -> tuple[str, int]:
@@ -294,9 +299,12 @@ class Node:
         if existing is not None and existing.peer and existing.peer.creation == peer.creation:
             return RejectReason.ALIVE
         accepting = self._accepting.get(ident)
-        if accepting is not None and accepting.handshake.peer is not None:
-            if accepting.handshake.peer.creation == peer.creation:
-                return RejectReason.ALIVE  # a handshake with this very node is under way
+        if (
+            accepting is not None
+            and accepting.handshake.peer is not None
+            and accepting.handshake.peer.creation == peer.creation
+        ):
+            return RejectReason.ALIVE  # a handshake with this very node is under way
         if ident in self._dialling and self.identity < ident:
             return RejectReason.SIMULTANEOUS  # our own dial wins
         return None
@@ -317,10 +325,8 @@ class Node:
             self._publish_down(existing, DownReason.CONNECTION_CLOSED)
         self.links[ident] = link
         if peer.address:
-            try:
+            with contextlib.suppress(ValueError):
                 self.addresses[ident] = parse_address(peer.address)
-            except ValueError:
-                pass
         self._count("links_up")
         self._mesh_retry.pop(ident, None)
         self.emit(

@@ -2,7 +2,7 @@
 
 An asyncio Protocol that only moves bytes between the socket and the pure
 cores (:mod:`handshake`, :mod:`frames`); decisions about links belong to the
-:class:`~skycluster.dist.node.Node`.
+:class:`~skycluster.distribution.node.Node`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from skycluster.dist import frames
-from skycluster.dist.handshake import (
+from skycluster.distribution import frames
+from skycluster.distribution.handshake import (
     Established,
     Handshake,
     HandshakeError,
@@ -27,7 +27,7 @@ from skycluster.messaging import wire
 from skycluster.names import NodeName
 
 if TYPE_CHECKING:
-    from skycluster.dist.node import Node
+    from skycluster.distribution.node import Node
 
 log = logging.getLogger("skycluster.link")
 

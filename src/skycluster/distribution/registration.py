@@ -15,7 +15,7 @@ import logging
 import random
 from dataclasses import dataclass
 
-from skycluster.dist import portmapper
+from skycluster.distribution import portmapper
 from skycluster.errors import StartError
 
 log = logging.getLogger("skycluster.registration")

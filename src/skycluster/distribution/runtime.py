@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping
@@ -22,9 +23,9 @@ from typing import Any, TypeVar
 from skycluster import _blocking
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
-from skycluster.dist import portmapper
-from skycluster.dist.node import Node
-from skycluster.dist.registration import PortMapperSettings, Registrar
+from skycluster.distribution import portmapper
+from skycluster.distribution.node import Node
+from skycluster.distribution.registration import PortMapperSettings, Registrar
 from skycluster.errors import NodeUnreachable
 from skycluster.events import EventBus
 from skycluster.names import NodeName
@@ -85,10 +86,8 @@ class Runtime:
         """Ask the node to stop; the future completes when the thread is done."""
         loop, stop = self.loop, self._stop
         if loop is not None and stop is not None and not self._finished.done():
-            try:
+            with contextlib.suppress(RuntimeError):  # loop already closed
                 loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # loop already closed
-                pass
         return self._finished
 
     def join(self, timeout: float | None = None) -> None:
@@ -114,7 +113,7 @@ class Runtime:
         try:
             with asyncio.Runner(loop_factory=loop_factory(self.settings.node_loop)) as runner:
                 runner.run(self._serve())
-        except BaseException as exc:  # noqa: BLE001 - reported through the futures
+        except BaseException as exc:
             self._failed(exc)
         finally:
             self._ended()
@@ -126,7 +125,7 @@ class Runtime:
             await self._serve()
         except asyncio.CancelledError:
             raise  # the application's loop is shutting down; _serve stopped the node
-        except BaseException as exc:  # noqa: BLE001 - reported through the futures
+        except BaseException as exc:
             self._failed(exc)
         finally:
             _blocking.hosting(thread, -1)
@@ -227,14 +226,18 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def _resolver(settings: PortMapperSettings) -> Callable[[NodeName], Coroutine[Any, Any, tuple[str, int]]]:
+def _resolver(
+    settings: PortMapperSettings,
+) -> Callable[[NodeName], Coroutine[Any, Any, tuple[str, int]]]:
     async def resolve(name: NodeName) -> tuple[str, int]:
         try:
             port = await portmapper.lookup(
                 name.host, name.name, epmd_port=settings.port, timeout=settings.timeout
             )
         except (portmapper.PortMapperError, OSError) as exc:
-            raise NodeUnreachable(f"cannot ask {name.host} for {name.identity}'s port: {exc}") from None
+            raise NodeUnreachable(
+                f"cannot ask {name.host} for {name.identity}'s port: {exc}"
+            ) from None
         if port is None:
             raise NodeUnreachable(
                 f"{name.identity} is not registered with the port mapper on {name.host}"

@@ -1,6 +1,6 @@
 """The EPMD-compatible port mapper: an asyncio server and client coroutines.
 
-Both sides only move bytes; the wire format lives in :mod:`skycluster.dist.epmd_protocol`.
+Both sides only move bytes; the wire format lives in :mod:`skycluster.distribution.epmd_protocol`.
 The server speaks to Erlang's ``erl`` and ``epmd -names`` as the real ``epmd`` does, and the
 client talks to either. Limits and byte layouts: ``docs/portmapper.md``.
 
@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
-from skycluster.dist.epmd_protocol import (
+from skycluster.distribution.epmd_protocol import (
     EPMD_DEFAULT_PORT,
     MAX_EXTRA_BYTES,
     MAX_NAME_BYTES,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
 
-from skycluster.dist import frames
+from skycluster.distribution import frames
 from skycluster.names import InvalidNodeName, NodeName
 
 PREAMBLE = b"SKYC"
