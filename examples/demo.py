@@ -83,6 +83,11 @@ def count(kind: str, node: str | None = None) -> int:
     return sum(1 for _, e in seen if e["event"] == kind and (node is None or e.get("node") == node))
 
 
+def said(name: str, kind: str) -> bool:
+    """``name``'s own agent printed an event of ``kind`` (e.g. its "stopped" line)."""
+    return any(who == name and e["event"] == kind for who, e in seen)
+
+
 def main() -> None:
     print("Starting three nodes with no ports and no config (strategy: local port mapper)...")
     procs = {name: start(name) for name in NODES}
@@ -91,7 +96,10 @@ def main() -> None:
         time.sleep(1)
         print("\nFull mesh formed. Stopping gamma gracefully...")
         procs["gamma"].send_signal(signal.SIGTERM)
-        pump_until(lambda: count("nodedown", "gamma@127.0.0.1") >= 2, 10)
+        # Both peers saw it leave and gamma's own "stopped" line is out, so that
+        # it is printed before the restart below.
+        gone = "gamma@127.0.0.1"
+        pump_until(lambda: count("nodedown", gone) >= 2 and said("gamma", "stopped"), 10)
         procs["gamma"].wait(5)
         time.sleep(1)
         print("\nStarting gamma again...")
