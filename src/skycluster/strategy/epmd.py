@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import ClassVar
 
+from skycluster._backoff import Backoff
 from skycluster.config import Option, parse_names, parse_seconds
 from skycluster.errors import ConfigError
 from skycluster.names import NodeName
@@ -37,7 +38,7 @@ class Epmd(Strategy):
     async def run(self, ctx: StrategyContext) -> None:
         # Nodes of one deployment start together: retry soon at first (0.5 s, 1 s, ...),
         # then every retry_interval.
-        delay = min(0.5, self.retry_interval)
+        backoff = Backoff(min(0.5, self.retry_interval), self.retry_interval)
         while True:
             linked = set(ctx.nodes())
             missing = [
@@ -47,8 +48,7 @@ class Epmd(Strategy):
             ]
             if missing:
                 await ctx.connect(missing)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_interval)
+            await asyncio.sleep(backoff.next())
 
     def __repr__(self) -> str:
         return f"Epmd(hosts={[str(h) for h in self.hosts]!r}, retry_interval={self.retry_interval})"

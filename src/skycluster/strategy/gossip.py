@@ -32,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from skycluster._backoff import Backoff
+from skycluster._ratelimit import RateLimit
 from skycluster._tasks import TaskSet
 from skycluster.config import Option, parse_bool, parse_port, parse_seconds, parse_text
 from skycluster.errors import ConfigError
@@ -440,21 +442,22 @@ class _Run:
         self.loop = asyncio.get_running_loop()
         self.tasks = TaskSet(ctx.log)
         self.dialling: set[str] = set()
-        self.retry: dict[str, tuple[float, float]] = {}  # identity -> (not before, last delay)
+        self.retry: dict[str, tuple[float, Backoff]] = {}  # identity -> (not before, backoff)
         self.tokens = float(MAX_PACKETS_PER_SECOND)
         self.refilled = self.loop.time()
-        self.reported: dict[str, tuple[float, int]] = {}  # problem -> (last logged, not logged)
+        self.reported = RateLimit(window=LOG_INTERVAL, clock=self.loop.time)  # per kind of problem
         self.transport: asyncio.DatagramTransport | None = None
 
     async def serve(self) -> None:
         strategy = self.strategy
-        delay = strategy.interval
+        backoff = Backoff(min(strategy.interval, MAX_RETRY_DELAY), MAX_RETRY_DELAY)
         try:
             while True:
                 try:
                     sock = open_socket(strategy)
                     break
                 except OSError as exc:
+                    delay = backoff.next()
                     self.ctx.count("gossip_socket_errors")
                     if strategy.broadcast_only:
                         hint = "check if_addr (--if-addr): it must be an address of this host"
@@ -473,7 +476,6 @@ class _Run:
                         level=logging.ERROR,
                     )
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, MAX_RETRY_DELAY)
             try:
                 transport, _ = await self.loop.create_datagram_endpoint(
                     lambda: _Protocol(self), sock=sock
@@ -592,15 +594,7 @@ class _Run:
 
     def problem(self, key: str, message: str, *args: Any, level: int = logging.WARNING) -> None:
         """Log at most once per LOG_INTERVAL per ``key``, with how many were not logged."""
-        now = self.loop.time()
-        last, unlogged = self.reported.get(key, (-math.inf, 0))
-        if now - last < LOG_INTERVAL:
-            self.reported[key] = (last, unlogged + 1)
-            return
-        if unlogged:
-            message += f" [{unlogged} more since the last report]"
-        self.log.log(level, message, *args)
-        self.reported[key] = (now, 0)
+        self.reported.log(self.log, level, key, message, *args)
 
     # -- linking ----------------------------------------------------------------
 
@@ -627,9 +621,13 @@ class _Run:
             self.retry.pop(ident, None)
             return
         self.ctx.count("gossip_link_failures")
-        previous = self.retry.get(ident, (0.0, 0.0))[1]
-        delay = min(max(previous * 2, self.strategy.interval), MAX_RETRY_DELAY)
-        self.retry[ident] = (self.loop.time() + delay, delay)
+        retry = self.retry.get(ident)
+        backoff = (
+            retry[1]
+            if retry is not None
+            else Backoff(min(self.strategy.interval, MAX_RETRY_DELAY), MAX_RETRY_DELAY)
+        )
+        self.retry[ident] = (self.loop.time() + backoff.next(), backoff)
 
     def forget_old_retries(self) -> None:
         now = self.loop.time()

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
+from skycluster._backoff import Backoff
 from skycluster.config import Option, parse_bool, parse_seconds, parse_text
 from skycluster.errors import ConfigError
 from skycluster.k8s import http, objects
@@ -212,42 +213,72 @@ class Kubernetes(Strategy):
         self.request_timeout = request_timeout
         self.watch_timeout = watch_timeout
         self.max_backoff = max_backoff
-        # What the API said last, by object; the nodes it names (None: nothing yet).
-        self._objects: dict[str, list[objects.Peer]] = {}
-        self.desired: dict[str, NodeName] | None = None
-        self._wanted: set[str] = set()  # identities this strategy linked to, for removal
-        self._changed = asyncio.Event()
-        self._problem: tuple[str, str] | None = None
-        self._object_problems: str | None = None
+        # Counted over all runs, for tests and tools that hold the strategy.
         self.errors: Counter[str] = Counter()  # bad answers, by kind
         self.requests: Counter[str] = Counter()  # list, watch
-        self.watching = False
+        self._run: _Run | None = None  # the current (or last) run
 
-    # -- the loop ---------------------------------------------------------------
+    @property
+    def watching(self) -> bool:
+        """True while a watch stream is open (False while listing, polling or failing)."""
+        return self._run is not None and self._run.watching
 
     async def run(self, ctx: StrategyContext) -> None:
-        self._ctx = ctx
-        self._ssl = (
-            self.account.ssl_context(insecure=self.insecure_skip_tls_verify, log=ctx.log)
-            if self.server.scheme == "https"
+        self._run = _Run(self, ctx, self._run)
+        await self._run.serve()
+
+    def __repr__(self) -> str:
+        return (
+            f"Kubernetes(selector={self.selector!r}, lookup={self.lookup!r}, "
+            f"mode={self.mode!r}, master={str(self.server)!r})"
+        )
+
+
+class _Run:
+    """One run of the strategy: the API connection's TLS context, the namespace and
+    node name resolved for it, what the API listed, and what it linked to."""
+
+    def __init__(self, strategy: Kubernetes, ctx: StrategyContext, previous: _Run | None) -> None:
+        self.strategy = strategy
+        self.ctx = ctx
+        self.ssl = (
+            strategy.account.ssl_context(insecure=strategy.insecure_skip_tls_verify, log=ctx.log)
+            if strategy.server.scheme == "https"
             else None
         )
-        if self.namespace is None:
-            self.namespace = self.account.namespace()
-            if self.namespace is None:
-                ctx.log.warning(
-                    "no namespace given and none in %s/namespace: using 'default'",
-                    self.account.path,
-                )
-                self.namespace = "default"
-        if self.node_basename is None:
-            self.node_basename = ctx.node_name.name
-        self._changed = asyncio.Event()
+        namespace = strategy.namespace
+        if namespace is None:
+            namespace = strategy.account.namespace()
+        if namespace is None:
+            ctx.log.warning(
+                "no namespace given and none in %s/namespace: using 'default'",
+                strategy.account.path,
+            )
+            namespace = "default"
+        self.namespace = namespace
+        self.node_basename = (
+            ctx.node_name.name if strategy.node_basename is None else strategy.node_basename
+        )
+        # What the API said last, by object; the nodes it names (None: nothing yet).
+        self.objects: dict[str, list[objects.Peer]] = {}
+        self.desired: dict[str, NodeName] | None = None
+        # Identities linked because the API listed them, to unlink when they leave the
+        # list: a run after a crash takes them over.
+        self.wanted: set[str] = set(previous.wanted) if previous is not None else set()
+        self.changed = asyncio.Event()
+        # The problems logged last: a problem that persists is logged once.
+        self.problem: tuple[str, str] | None = None
+        self.object_problems: str | None = None
+        self.watching = False
+
+    async def serve(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._discover())
             group.create_task(self._reconcile())
 
     async def _discover(self) -> None:
+        maximum = self.strategy.max_backoff
+        backoff = Backoff(min(0.5, maximum), maximum)
         delay = 0.0
         poll_only = False
         while True:
@@ -256,9 +287,10 @@ class Kubernetes(Strategy):
             try:
                 version = await self._list()
                 self._recovered()
+                backoff.reset()
                 delay = 0.0
                 if poll_only:
-                    delay = self.polling_interval
+                    delay = self.strategy.polling_interval
                     continue
                 try:
                     await self._watch(version)
@@ -267,29 +299,31 @@ class Kubernetes(Strategy):
                 except _WatchRefused as refused:
                     poll_only = True
                     self.watching = False
-                    self._ctx.log.warning(
+                    self.ctx.log.warning(
                         "the API refused to watch %s (%s): polling every %s s instead; "
                         "grant the verb watch on %s to stop polling",
-                        self.lookup,
+                        self.strategy.lookup,
                         refused,
-                        self.polling_interval,
-                        self.lookup,
+                        self.strategy.polling_interval,
+                        self.strategy.lookup,
                     )
-                    delay = self.polling_interval
+                    delay = self.strategy.polling_interval
             except ApiError as exc:
                 self.watching = False
                 self._report(exc)
-                delay = min(max(delay * 2, 0.5), self.max_backoff)
+                delay = backoff.next()
 
     # -- requests ---------------------------------------------------------------
 
     def _path(self) -> str:
-        group = "/apis/discovery.k8s.io/v1" if self.lookup == "endpointslices" else "/api/v1"
-        return f"{group}/namespaces/{self.namespace}/{self.lookup}"
+        group = (
+            "/apis/discovery.k8s.io/v1" if self.strategy.lookup == "endpointslices" else "/api/v1"
+        )
+        return f"{group}/namespaces/{self.namespace}/{self.strategy.lookup}"
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
-        token = self.account.token() if self.server.scheme == "https" else None
+        token = self.strategy.account.token() if self.strategy.server.scheme == "https" else None
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return headers
@@ -298,21 +332,22 @@ class Kubernetes(Strategy):
         target = f"{self._path()}?{urlencode(query)}"
         try:
             response = await http.get(
-                self.server,
+                self.strategy.server,
                 target,
                 self._headers(),
-                ssl_context=self._ssl,
-                timeout=self.request_timeout,
+                ssl_context=self.ssl,
+                timeout=self.strategy.request_timeout,
             )
         except TimeoutError:
             raise ApiError(
-                "timeout", f"{self.server} did not answer within {self.request_timeout} s"
+                "timeout",
+                f"{self.strategy.server} did not answer within {self.strategy.request_timeout} s",
             ) from None
         except http.HttpError as exc:
             raise ApiError("unreachable", str(exc)) from None
         if response.status != 200:
             try:
-                body = await response.body(64 * 1024, self.request_timeout)
+                body = await response.body(64 * 1024, self.strategy.request_timeout)
             except (http.HttpError, TimeoutError):
                 body = b""
             finally:
@@ -324,45 +359,47 @@ class Kubernetes(Strategy):
             await response.close()
             raise ApiError(
                 "content_type",
-                f"{self.server} answered with content type "
+                f"{self.strategy.server} answered with content type "
                 f"{response.headers.get('content-type', '(none)')!r}, not application/json; "
                 "is --kubernetes-master the API server?",
             )
         return response
 
     async def _list(self) -> str | None:
-        self.requests["list"] += 1
-        response = await self._get({"labelSelector": self.selector})
+        self.strategy.requests["list"] += 1
+        response = await self._get({"labelSelector": self.strategy.selector})
         try:
-            body = await response.body(MAX_LIST, self.request_timeout * 3)
+            body = await response.body(MAX_LIST, self.strategy.request_timeout * 3)
         except TimeoutError:
             raise ApiError("timeout", "the list response did not arrive in time") from None
         except http.TooLarge as exc:
-            raise ApiError("too_large", f"list of {self.lookup}: {exc}") from None
+            raise ApiError("too_large", f"list of {self.strategy.lookup}: {exc}") from None
         except http.HttpError as exc:
-            raise ApiError("stream_cut", f"list of {self.lookup}: {exc}") from None
+            raise ApiError("stream_cut", f"list of {self.strategy.lookup}: {exc}") from None
         finally:
             await response.close()
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):
-            raise ApiError("bad_json", f"the list of {self.lookup} is not valid JSON") from None
+            raise ApiError(
+                "bad_json", f"the list of {self.strategy.lookup} is not valid JSON"
+            ) from None
         items = document.get("items") if isinstance(document, dict) else None
         if items is None and isinstance(document, dict) and "metadata" in document:
             items = []  # an empty list may omit items
         if not isinstance(items, list):
-            raise ApiError("bad_object", f"the list of {self.lookup} has no items array")
+            raise ApiError("bad_object", f"the list of {self.strategy.lookup} has no items array")
         found: dict[str, list[objects.Peer]] = {}
         problems: list[str] = []
         for item in items:
             key = objects.object_key(item)
             if key is None:
-                problems.append(f"a {self.lookup} item has no metadata.name")
+                problems.append(f"a {self.strategy.lookup} item has no metadata.name")
                 continue
-            extracted = objects.extract(self.lookup, item)
+            extracted = objects.extract(self.strategy.lookup, item)
             problems += extracted.problems
             found[key] = extracted.peers
-        self._objects = found
+        self.objects = found
         self._object_report(problems)
         self._publish()
         return objects.resource_version(document)
@@ -373,13 +410,13 @@ class Kubernetes(Strategy):
         while True:
             if version is None:
                 raise _WatchRefused("the list had no resourceVersion")
-            self.requests["watch"] += 1
+            self.strategy.requests["watch"] += 1
             query = {
-                "labelSelector": self.selector,
+                "labelSelector": self.strategy.selector,
                 "watch": "1",
                 "resourceVersion": version,
                 "allowWatchBookmarks": "true",
-                "timeoutSeconds": str(int(self.watch_timeout)),
+                "timeoutSeconds": str(int(self.strategy.watch_timeout)),
             }
             try:
                 response = await self._get(query)
@@ -398,7 +435,7 @@ class Kubernetes(Strategy):
     async def _follow(self, response: http.Response, version: str) -> str:
         """Apply the events of one watch stream; the version to watch from next."""
         try:
-            async for line in response.lines(MAX_EVENT, self.watch_timeout + 30):
+            async for line in response.lines(MAX_EVENT, self.strategy.watch_timeout + 30):
                 try:
                     event = json.loads(line)
                 except (ValueError, RecursionError):
@@ -421,14 +458,14 @@ class Kubernetes(Strategy):
                     continue
                 key = objects.object_key(obj)
                 if key is None:
-                    self._count("bad_object", f"a watch event's {self.lookup} has no name")
+                    self._count("bad_object", f"a watch event's {self.strategy.lookup} has no name")
                     continue
                 if kind == "DELETED":
-                    self._objects.pop(key, None)
+                    self.objects.pop(key, None)
                 else:
-                    extracted = objects.extract(self.lookup, obj)
+                    extracted = objects.extract(self.strategy.lookup, obj)
                     self._object_report(extracted.problems)
-                    self._objects[key] = extracted.peers
+                    self.objects[key] = extracted.peers
                 self._publish()
         except http.StreamCut:
             self._count("stream_cut", "the watch stream was cut; listing again")
@@ -444,22 +481,21 @@ class Kubernetes(Strategy):
     # -- from objects to nodes --------------------------------------------------
 
     def _publish(self) -> None:
-        assert self.namespace is not None and self.node_basename is not None
         desired: dict[str, NodeName] = {}
         unnamed = 0
-        for peers in self._objects.values():
+        for peers in self.objects.values():
             for peer in peers:
                 host = objects.node_host(
                     peer,
-                    self.mode,
+                    self.strategy.mode,
                     namespace=self.namespace,
-                    cluster_domain=self.cluster_domain,
-                    service_name=self.service_name,
+                    cluster_domain=self.strategy.cluster_domain,
+                    service_name=self.strategy.service_name,
                 )
                 if host is None:
                     unnamed += 1
                     continue
-                name = NodeName(self.node_basename, host, self.dist_port)
+                name = NodeName(self.node_basename, host, self.strategy.dist_port)
                 desired[name.identity] = name
         if unnamed:
             self._count(
@@ -469,30 +505,30 @@ class Kubernetes(Strategy):
                 "--kubernetes-service-name)",
             )
         if desired.keys() != (self.desired or {}).keys() or self.desired is None:
-            self._ctx.log.info("the API lists %d nodes: %s", len(desired), ", ".join(desired))
+            self.ctx.log.info("the API lists %d nodes: %s", len(desired), ", ".join(desired))
         self.desired = desired
-        self._changed.set()
+        self.changed.set()
 
     async def _reconcile(self) -> None:
         """Link to every listed node, unlink the nodes that left the list; again
         whenever the list changes, and every polling interval (to retry)."""
-        ctx = self._ctx
+        ctx = self.ctx
         while True:
-            self._changed.clear()
+            self.changed.clear()
             desired = self.desired
             if desired is not None:
                 linked = set(ctx.nodes())
-                gone = [i for i in self._wanted - desired.keys() if i in linked]
+                gone = [i for i in self.wanted - desired.keys() if i in linked]
                 if gone:
                     ctx.log.info("unlinking nodes no longer listed: %s", ", ".join(gone))
                     await ctx.disconnect(gone)
-                self._wanted = set(desired)
+                self.wanted = set(desired)
                 missing = [name for ident, name in desired.items() if ident not in linked]
                 if missing:
                     await ctx.connect(missing)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.polling_interval):
-                    await self._changed.wait()
+                async with asyncio.timeout(self.strategy.polling_interval):
+                    await self.changed.wait()
 
     # -- reporting --------------------------------------------------------------
 
@@ -503,18 +539,18 @@ class Kubernetes(Strategy):
             if isinstance(status, dict) and isinstance(status.get("message"), str):
                 message = status["message"][:300]
         code = response.status
-        what = f"{self.lookup} in namespace {self.namespace}"
+        what = f"{self.strategy.lookup} in namespace {self.namespace}"
         text = f"the API answered {code} {response.reason}" + (f" ({message})" if message else "")
         if code == 401:
             hint = (
-                f"the token in {self.account.token_file} was refused: is the service account "
-                "token mounted and current?"
+                f"the token in {self.strategy.account.token_file} was refused: is the service "
+                "account token mounted and current?"
             )
         elif code == 403:
-            group = "discovery.k8s.io" if self.lookup == "endpointslices" else '""'
+            group = "discovery.k8s.io" if self.strategy.lookup == "endpointslices" else '""'
             hint = (
                 f"the service account may not list/watch {what}: bind a Role with the rule "
-                f"apiGroups: [{group}], resources: [{self.lookup}], verbs: [list, watch] "
+                f"apiGroups: [{group}], resources: [{self.strategy.lookup}], verbs: [list, watch] "
                 "(deploy/kubernetes/rbac.yaml)"
             )
         elif code == 404:
@@ -529,37 +565,31 @@ class Kubernetes(Strategy):
         return f"{text} for {what}; {hint}"
 
     def _report(self, exc: ApiError) -> None:
-        self.errors[exc.kind] += 1
+        self.strategy.errors[exc.kind] += 1
         key = (exc.kind, str(exc))
-        if key != self._problem:
-            self._ctx.log.warning("%s; retrying (the last known nodes stay linked)", exc)
-        self._problem = key
+        if key != self.problem:
+            self.ctx.log.warning("%s; retrying (the last known nodes stay linked)", exc)
+        self.problem = key
 
     def _count(self, kind: str, message: str) -> None:
-        self.errors[kind] += 1
+        self.strategy.errors[kind] += 1
         key = (kind, message)
-        if key != self._problem:
-            self._ctx.log.warning("%s", message)
-        self._problem = key
+        if key != self.problem:
+            self.ctx.log.warning("%s", message)
+        self.problem = key
 
     def _recovered(self) -> None:
-        if self._problem is not None:
-            self._ctx.log.warning("the Kubernetes API answers again")
-        self._problem = None
+        if self.problem is not None:
+            self.ctx.log.warning("the Kubernetes API answers again")
+        self.problem = None
 
     def _object_report(self, problems: list[str]) -> None:
         if problems:
-            self.errors["bad_object"] += len(problems)
+            self.strategy.errors["bad_object"] += len(problems)
         summary = "; ".join(problems[:5])
-        if summary and summary != self._object_problems:
-            self._ctx.log.warning("skipped malformed API objects: %s", summary)
-        self._object_problems = summary or None
-
-    def __repr__(self) -> str:
-        return (
-            f"Kubernetes(selector={self.selector!r}, lookup={self.lookup!r}, "
-            f"mode={self.mode!r}, master={str(self.server)!r})"
-        )
+        if summary and summary != self.object_problems:
+            self.ctx.log.warning("skipped malformed API objects: %s", summary)
+        self.object_problems = summary or None
 
 
 def _status_kind(status: int) -> str:
