@@ -2,7 +2,7 @@
 
 asyncio-native (``async with Cluster(...)``) with a thread-safe face for code
 that does not use asyncio (``with Cluster(...)``, ``*_blocking`` methods). The
-node itself runs on its own thread (see :mod:`skycluster.distribution.runtime`).
+node itself runs on its own thread (see :mod:`skycluster.runtime`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from skycluster.config import NodeSettings, TLSFiles
 from skycluster.cookie import load_cookie
 from skycluster.distribution.portmapper import epmd_port_from_env
 from skycluster.distribution.registration import PortMapperSettings
-from skycluster.distribution.runtime import SHARED_NEEDS_A_LOOP, Runtime
 from skycluster.errors import ConfigError, StartError
 from skycluster.events import (
     DEFAULT_QUEUE_SIZE,
@@ -36,6 +35,7 @@ from skycluster.events import (
 )
 from skycluster.messaging.api import Messaging
 from skycluster.names import NodeName, format_address, is_loopback, parse_address
+from skycluster.runtime import SHARED_NEEDS_A_LOOP, Runtime
 from skycluster.strategy import Strategy, Topology, strategy_class, topology_name
 
 log = logging.getLogger("skycluster")
@@ -295,9 +295,8 @@ class Cluster(Messaging):
     async def remote_status(self, name: str, timeout: float = 5.0) -> dict[str, Any]:
         """Link to ``name`` (if not linked) and ask for its membership view."""
         runtime = self._require()
-        assert runtime.node is not None
-        node = runtime.node
-        future = runtime.submit(node.remote_status.query(NodeName.parse(name), timeout))
+        assert runtime.remote_status is not None
+        future = runtime.submit(runtime.remote_status.query(NodeName.parse(name), timeout))
         return await asyncio.wrap_future(future)
 
     def members(self) -> dict[str, NodeUp]:

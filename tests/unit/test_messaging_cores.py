@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from skycluster.distribution import frames
 from skycluster.errors import UnencodableMessage
 from skycluster.messaging import codec, wire
 from skycluster.messaging.inbox import Inbox
@@ -28,7 +29,7 @@ messages = st.recursive(
 @given(st.lists(messages, min_size=1, max_size=20), st.sampled_from([wire.SEND, wire.PUBLISH]))
 def test_batch_frames_decode_to_their_messages(batch: list[Any], kind: int) -> None:
     payload = wire.batch_payload(kind, codec.encode_key("box"), [codec.encode(m) for m in batch])
-    assert wire.frame_kind(payload) == kind
+    assert frames.frame_kind(payload) == kind
     assert codec.Decoder().decode(payload) == [kind, "box", batch]
 
 
@@ -44,8 +45,8 @@ def test_call_reply_and_fragment_frames() -> None:
             size % 2 == 0,
             b"c" * size,
         ]
-    assert wire.frame_kind(b"\x92\x01\x05") == 1  # PING
-    assert wire.frame_kind(b"\x05") == 0 and wire.frame_kind(b"") == 0
+    assert frames.frame_kind(b"\x92\x01\x05") == 1  # PING
+    assert frames.frame_kind(b"\x05") == 0 and frames.frame_kind(b"") == 0
 
 
 def test_reassembler_joins_and_drops_oversized_frames() -> None:

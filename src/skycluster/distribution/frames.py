@@ -35,6 +35,13 @@ def encode_payload(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
+def frame_kind(payload: bytes) -> int:
+    """The type of a link frame, without decoding it (0: not an array with a small type)."""
+    if len(payload) > 1 and payload[0] & 0xF0 == 0x90 and payload[1] < 0x80:
+        return payload[1]
+    return 0
+
+
 def unpack(payload: bytes) -> Any:
     """Decode one msgpack payload (its size is already bounded by the frame limit);
     anything but exactly one valid object is a FrameError."""

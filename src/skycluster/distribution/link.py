@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
 
 from skycluster.distribution import frames
+from skycluster.distribution.frame_types import GOODBYE, PEERS, PING, PONG
 from skycluster.distribution.handshake import (
     Established,
     Handshake,
@@ -23,7 +25,6 @@ from skycluster.distribution.handshake import (
     Refused,
 )
 from skycluster.events import DownReason
-from skycluster.messaging import wire
 from skycluster.names import NodeName
 
 if TYPE_CHECKING:
@@ -31,19 +32,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("skycluster.link")
 
-# Link frame types: a frame is a msgpack array whose first item is the type.
-PING = 1  # [PING, seq]            heartbeat; answered with PONG
-PONG = 2  # [PONG, seq]
-PEERS = 3  # [PEERS, [name, ...]]  the sender's visible links (name@host:port)
-GOODBYE = 4  # [GOODBYE, reason]   the sender is about to close: "shutdown" | "disconnect"
-# 5..19 belong to messaging (5..9 in use: skycluster.messaging.wire); 20 and up to
-# operations (skycluster.ops.remote, docs/protocol.md).
-STATUS_REQUEST = 20  # [STATUS_REQUEST, id] / [STATUS, id, map]: a peer's membership view
-
 # Bytes read from a socket at once (fewer, larger reads: fewer wake-ups of the
 # application per message), into one buffer per node: every link of a node
 # reads on the node's thread, one at a time, and copies out what it read.
 READ_SIZE = 1024 * 1024
+
+# What write_direct() did with a frame.
+WROTE = 0  # the socket took all of it
+WROTE_PART = 1  # the socket took a part; the rest goes out first on the node's loop (write_out)
+NOT_WRITTEN = 2  # nothing was written (busy link, or not a plain socket): send it on the loop
+WRITE_FAILED = 3  # the socket failed: the frame is lost, as if in flight when the link went down
 
 
 class LinkRefused(Exception):
@@ -64,7 +62,15 @@ _REFUSAL_HINTS = {
 
 
 class Link(asyncio.BufferedProtocol):
-    """A connection being authenticated, then an established link."""
+    """A connection being authenticated, then an established link.
+
+    Owns its socket (the transport and, on a plain TCP link, the file descriptor
+    that :meth:`write_direct` writes to), the end of a frame written only in part
+    (``_unsent``) and the lock that keeps frames from interleaving
+    (``_write_lock``): nothing outside this class touches them. Handles its own
+    frames (PING, PONG, PEERS, GOODBYE); any other type goes to the handler the
+    node has for it (:meth:`Node.handle_frames`), or is ignored.
+    """
 
     def __init__(self, node: Node, *, initiator: bool, expect: NodeName | None = None) -> None:
         self.node = node
@@ -84,13 +90,13 @@ class Link(asyncio.BufferedProtocol):
         self.down_reason: DownReason | None = None
         self.closing = False
         self.reading_paused = False  # held back by a full mailbox; silence is not death
-        # Writes hold this lock: an application thread may write a small frame
-        # straight to the socket (fd) when the link is idle (see messaging.messenger).
-        self.write_lock = threading.Lock()
+        # Writes hold this lock: another thread may write a small frame straight
+        # to the socket (_fd) when the link is idle (write_direct).
+        self._write_lock = threading.Lock()
         # The end of a frame that another thread wrote only in part; it goes out before
-        # anything else so that frames never interleave (guarded by write_lock).
-        self.unsent = b""
-        self.fd: int | None = None
+        # anything else so that frames never interleave (guarded by _write_lock).
+        self._unsent = b""
+        self._fd: int | None = None  # set once up, on a plain TCP link (not TLS)
         self.sent_peers: frozenset[str] = frozenset()  # what our last PEERS told this peer
         self._decoder = frames.FrameDecoder(node.settings.max_frame_size)
         self._ping_seq = 0
@@ -134,8 +140,8 @@ class Link(asyncio.BufferedProtocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        with self.write_lock:
-            self.fd = None  # before asyncio closes the socket: nobody writes to a reused fd
+        with self._write_lock:
+            self._fd = None  # before asyncio closes the socket: nobody writes to a reused fd
         if self._timer is not None:
             self._timer.cancel()
         if not self.established.done():
@@ -144,7 +150,7 @@ class Link(asyncio.BufferedProtocol):
             )
             self.established.exception()  # retrieved: a dial may have given up already
         if self.up:
-            self.node.messenger.link_down(self)
+            self.node.link_listener.link_down(self)
         self.node.connection_closed(self, self.down_reason or DownReason.CONNECTION_CLOSED)
 
     # -- handshake ------------------------------------------------------------
@@ -185,7 +191,13 @@ class Link(asyncio.BufferedProtocol):
         self.since = time.time()
         if not self.established.done():
             self.established.set_result(None)
-        self.node.messenger.link_up(self)
+        assert self.transport is not None
+        if self.transport.get_extra_info("sslcontext") is None:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with self._write_lock:
+                    self._fd = sock.fileno()  # write_direct() may write to it
+        self.node.link_listener.link_up(self)
         if event.rest:
             self._link_data(event.rest)
 
@@ -206,22 +218,27 @@ class Link(asyncio.BufferedProtocol):
     # -- link -----------------------------------------------------------------
 
     def _link_data(self, data: bytes | memoryview) -> None:
-        messenger = self.node.messenger
+        node = self.node
+        handlers = node.frame_handlers
+        frame_kind = frames.frame_kind
+        traffic = node.traffic
         try:
             for payload in self._decoder.feed(data):
-                self.node.traffic.frames_in += 1
-                kind = wire.frame_kind(payload)
-                if wire.FIRST <= kind <= wire.LAST:
-                    messenger.frame_received(self, kind, payload)
+                traffic.frames_in += 1
+                kind = frame_kind(payload)
+                handler = handlers[kind]
+                if handler is not None:
+                    handler(self, kind, payload)
                 else:
                     self._handle(frames.unpack(payload))
         except (frames.FrameError, ValueError, TypeError, IndexError) as exc:
-            self.node.protocol_error(self, str(exc))
+            node.protocol_error(self, str(exc))
             self.abort()
         finally:
-            messenger.received()
+            node.link_listener.read_done()
 
     def _handle(self, frame: Any) -> None:
+        """A frame of the link's own, or of a type nobody handles."""
         if not isinstance(frame, list) or not frame or not isinstance(frame[0], int):
             raise ValueError("a link frame must be an array starting with its type")
         kind = frame[0]
@@ -231,8 +248,6 @@ class Link(asyncio.BufferedProtocol):
             if frame[1] == self._ping_seq and self.last_ping:
                 self.rtt = time.monotonic() - self.last_ping
                 self.node.emit("heartbeat.rtt", {"rtt": self.rtt}, peer=self.identity)
-        elif kind >= STATUS_REQUEST:  # operations frames (skycluster.ops.remote)
-            self.node.remote_status.received(self, frame)
         elif kind == PEERS:
             names = frame[1]
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -261,25 +276,86 @@ class Link(asyncio.BufferedProtocol):
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
             self.node.traffic.bytes_out += len(data)
-            with self.write_lock:
-                self.write_locked(data)
+            with self._write_lock:
+                self._write_locked(data)
 
-    def write_locked(self, data: bytes) -> None:
-        """Write on the node's loop, the caller holding write_lock: first the rest of a
-        frame another thread wrote in part, then ``data``."""
+    def write_out(self, data: bytes) -> None:
+        """Write whole encoded frames on the node's loop (the caller counts them in
+        the node's traffic), after the end of a frame another thread wrote in part;
+        nothing when both are empty."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        with self._write_lock:
+            if data or self._unsent:
+                self._write_locked(data)
+
+    def _write_locked(self, data: bytes) -> None:
+        """Write on the node's loop, _write_lock held: first the rest of a frame
+        another thread wrote in part, then ``data``."""
         assert self.transport is not None
-        if self.unsent:
-            data = self.unsent + data
-            self.unsent = b""
+        if self._unsent:
+            data = self._unsent + data
+            self._unsent = b""
         self.transport.write(data)
         if self.node.busy_wait is not None:
             self.node.busy_wait.poke()
 
+    @property
+    def direct_writes(self) -> bool:
+        """Whether :meth:`write_direct` may write (a hint: read without the lock)."""
+        return self._fd is not None
+
+    def write_direct(self, frame: bytes) -> int:
+        """Write one encoded ``frame`` straight to the socket from a thread other
+        than the node's, when nothing else waits to go out on this link: WROTE,
+        WROTE_PART (the rest goes out first on the node's loop: call
+        :meth:`write_out` there), NOT_WRITTEN (send it on the node's loop) or
+        WRITE_FAILED (lost, as in flight: the link is going down). Counted in the
+        node's traffic whatever happens."""
+        transport = self.transport
+        traffic = self.node.traffic
+        with self._write_lock:
+            traffic.bytes_out += len(frame)  # a race with another link's writer may lose a count
+            traffic.frames_out += 1
+            fd = self._fd
+            if (
+                fd is None
+                or transport is None
+                or transport.is_closing()
+                or self._unsent
+                or transport.get_write_buffer_size() != 0
+            ):
+                return NOT_WRITTEN
+            try:
+                written = os.write(fd, frame)
+            except BlockingIOError:
+                return NOT_WRITTEN
+            except OSError:
+                return WRITE_FAILED
+            if written >= len(frame):
+                return WROTE
+            if written == 0:
+                return NOT_WRITTEN
+            # The rest goes out on the node's loop before any other frame.
+            self._unsent = frame[written:]
+            return WROTE_PART
+
+    def set_write_buffer_limit(self, high: int) -> None:
+        """Pause writing (the listener's pause_writing) above ``high`` buffered bytes."""
+        if self.transport is not None:
+            self.transport.set_write_buffer_limits(high=high)
+
+    @property
+    def writable(self) -> bool:
+        """Connected and not closing."""
+        transport = self.transport
+        return transport is not None and not transport.is_closing()
+
     def pause_writing(self) -> None:
-        self.node.messenger.pause_writing(self)
+        self.node.link_listener.pause_writing(self)
 
     def resume_writing(self) -> None:
-        self.node.messenger.resume_writing(self)
+        self.node.link_listener.resume_writing(self)
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.reading_paused:

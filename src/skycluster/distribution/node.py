@@ -1,7 +1,7 @@
 """The local node: listener, links by peer, heartbeats and the mesh.
 
-Runs entirely on the node's own event loop (see :mod:`skycluster.distribution.runtime`),
-so the application can block its own loop without starving heartbeats.
+Runs entirely on the node's own event loop (see :mod:`skycluster.runtime`), so
+the application can block its own loop without starving heartbeats.
 
 Exactly one link per pair of nodes: when both dial each other at once, the
 connection dialled by the node with the smaller identity wins (the acceptor of
@@ -24,14 +24,15 @@ from typing import Any
 
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
+from skycluster.distribution import frame_types
 from skycluster.distribution.busywait import BusyWait
+from skycluster.distribution.frame_types import PEERS
 from skycluster.distribution.handshake import NodeInfo, RejectReason
-from skycluster.distribution.link import PEERS, READ_SIZE, Link, LinkRefused
+from skycluster.distribution.hooks import FrameHandler, LinkListener, NoListener
+from skycluster.distribution.link import READ_SIZE, Link, LinkRefused
 from skycluster.errors import NodeUnreachable, StartError
 from skycluster.events import DownReason, EventBus, NodeDown, NodeUp
-from skycluster.messaging.messenger import Messenger
 from skycluster.names import InvalidNodeName, NodeName, format_address, parse_address
-from skycluster.ops.remote import RemoteStatus
 from skycluster.telemetry import GLOBAL, Telemetry, handshake_reason
 
 log = logging.getLogger("skycluster.node")
@@ -42,6 +43,17 @@ Resolver = Callable[[NodeName], Coroutine[Any, Any, tuple[str, int]]]
 
 
 class Node:
+    """The local node of the distribution layer.
+
+    Owns the listening socket, every connection (``connections``) and the
+    established link to each peer (``links``, one per peer), the dials under way,
+    the heartbeats, the full mesh (what each peer says it is linked to), the
+    addresses learnt, the counters (``stats``, ``traffic``) and the telemetry of
+    all that, and the read buffer its links share. Moves frames but knows none
+    of the layers above: they register a handler per range of frame types
+    (:meth:`handle_frames`) and a listener of link life (:meth:`listen_links`).
+    """
+
     def __init__(self, settings: NodeSettings, cookie: bytes, bus: EventBus) -> None:
         self.settings = settings
         self.cookie = cookie
@@ -56,7 +68,10 @@ class Node:
         self.telemetry = Telemetry(parent=GLOBAL)  # see skycluster.telemetry for the events
         self.traffic = Traffic()
         self.read_buffer = memoryview(bytearray(READ_SIZE))  # shared by the links (link.py)
-        self.remote_status = RemoteStatus(self)  # operations frames (skycluster members)
+        # The handler of each frame type the link does not handle itself, by type
+        # (a list: indexed once per frame); None: the link's own, or ignored.
+        self.frame_handlers: list[FrameHandler | None] = [None] * frame_types.ALL.stop
+        self.link_listener: LinkListener = NoListener()
         self.started = time.time()
         self.resolve: Resolver | None = None  # asks a port mapper; set by the runtime
         self._dialling: dict[str, asyncio.Task[bool]] = {}
@@ -77,7 +92,6 @@ class Node:
         self.loop = asyncio.get_running_loop()
         self._server_ssl: ssl.SSLContext | None = None
         self._client_ssl: ssl.SSLContext | None = None
-        self.messenger = Messenger(self)
         self.busy_wait = BusyWait(self.loop, settings.busy_wait) if settings.busy_wait else None
         self.last_dial_error: dict[str, str] = {}
 
@@ -119,7 +133,6 @@ class Node:
     async def stop(self) -> None:
         """Say goodbye to every peer, close every connection, end every task."""
         self._stopping = True
-        self.messenger.close()
         if self._server is not None:
             self._server.close()
         await self._tasks.aclose()
@@ -138,6 +151,29 @@ class Node:
             await self._server.wait_closed()
         if self.busy_wait is not None:
             self.busy_wait.close()
+
+    # -- what the layers above plug in -----------------------------------------
+
+    def handle_frames(self, kinds: range, handler: FrameHandler) -> None:
+        """Give every frame whose type is in ``kinds`` to ``handler`` (see
+        :mod:`skycluster.distribution.hooks`); a type has one handler at most, and
+        the link's own types (:data:`frame_types.LINK`) none."""
+        every = frame_types.ALL
+        if kinds.step != 1 or kinds.start < every.start or kinds.stop > every.stop:
+            raise ValueError(f"frame types are {frame_types.ALL}, got {kinds}")
+        for kind in kinds:
+            if kind in frame_types.LINK:
+                raise ValueError(f"frame type {kind} is the link's own")
+            if self.frame_handlers[kind] is not None:
+                raise ValueError(f"frame type {kind} has a handler already")
+        for kind in kinds:
+            self.frame_handlers[kind] = handler
+
+    def listen_links(self, listener: LinkListener) -> None:
+        """Tell ``listener`` about the life of every established link (one listener)."""
+        if not isinstance(self.link_listener, NoListener):
+            raise ValueError("the node has a link listener already")
+        self.link_listener = listener
 
     # -- what the cluster asks ------------------------------------------------
 

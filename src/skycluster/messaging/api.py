@@ -30,7 +30,7 @@ from skycluster.messaging.messenger import DOWN, FULL, QUEUED, Channel, Messenge
 from skycluster.names import NodeName
 
 if TYPE_CHECKING:
-    from skycluster.distribution.runtime import Runtime
+    from skycluster.runtime import Runtime
 
 DEFAULT_CALL_TIMEOUT = 5.0
 
@@ -47,11 +47,11 @@ class Messaging:
         messenger: Messenger | None = self.__dict__.get("_current_messenger")
         if messenger is not None and not messenger.closed:
             return messenger
-        node = self._require().node
-        if node is None:
+        messenger = self._require().messenger
+        if messenger is None:
             raise RuntimeError("the cluster is not started; use 'async with Cluster(...)'")
-        self.__dict__["_current_messenger"] = node.messenger
-        return node.messenger
+        self.__dict__["_current_messenger"] = messenger
+        return messenger
 
     def _identity(self, node: str) -> str:
         cache = self.__dict__.setdefault("_identities", {})

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from skycluster.distribution import frames
+from skycluster.distribution.link import NOT_WRITTEN, WRITE_FAILED, WROTE_PART
 from skycluster.errors import (
     AlreadyRegistered,
     CallFailed,
@@ -121,7 +121,7 @@ class Channel:
             on_loop = threading.get_ident() == self.messenger.loop_thread
             direct = False
             if size <= wire.GROUP_BYTES and (
-                self.link.fd is not None if not on_loop else not self.paused
+                self.link.direct_writes if not on_loop else not self.paused
             ):
                 now = time.monotonic()
                 last = self._last_direct
@@ -155,38 +155,14 @@ class Channel:
     def _write_direct(self, link: Link, frame: bytes) -> None:
         """Write ``frame`` to the socket from an application thread (any but the
         node's); what the socket does not take goes out on the node's loop."""
-        written = 0
-        tail = False  # part of the frame waits in link.unsent for the node's loop
-        transport = link.transport
-        traffic = self.messenger.node.traffic
-        with link.write_lock:
-            traffic.bytes_out += len(frame)  # a race with another link's writer may lose a count
-            traffic.frames_out += 1
-            fd = link.fd
-            if (
-                fd is not None
-                and transport is not None
-                and not transport.is_closing()
-                and not link.unsent
-                and transport.get_write_buffer_size() == 0
-            ):
-                try:
-                    written = os.write(fd, frame)
-                except BlockingIOError:
-                    written = 0
-                except OSError:
-                    written = len(frame)  # the link is failing: lost, as in flight
-                    self.messenger.count("messages_lost_link_down")
-                if 0 < written < len(frame):
-                    # The rest goes out on the node's loop before any other frame.
-                    link.unsent = frame[written:]
-                    written = len(frame)
-                    tail = True
+        result = link.write_direct(frame)
+        if result == WRITE_FAILED:
+            self.messenger.count("messages_lost_link_down")
         with self.lock:
             self._direct_busy = False
-            if written < len(frame):
+            if result == NOT_WRITTEN:
                 self._raw = frame
-            elif not self.groups and not tail:  # a tail needs the flush to go out
+            elif not self.groups and result != WROTE_PART:  # a tail needs the flush to go out
                 self.flush_pending = False
                 return
         self.loop.call_soon_threadsafe(self.flush)
@@ -214,8 +190,7 @@ class Channel:
 
     def flush(self) -> None:
         link = self.link
-        transport = link.transport if link is not None else None
-        if transport is None or transport.is_closing():
+        if link is None or not link.writable:
             self.drop()
             return
         if self.paused or self._direct_busy:
@@ -270,13 +245,11 @@ class Channel:
             nframes += 1
             out.extend(parts)
             budget -= size
-        if out or link.unsent:  # type: ignore[union-attr]
-            data = b"".join(out)
-            traffic = self.messenger.node.traffic
-            traffic.bytes_out += len(data) - counted
-            traffic.frames_out += nframes
-            with link.write_lock:  # type: ignore[union-attr]
-                link.write_locked(data)  # type: ignore[union-attr]
+        data = b"".join(out)
+        traffic = self.messenger.node.traffic
+        traffic.bytes_out += len(data) - counted
+        traffic.frames_out += nframes
+        link.write_out(data)  # after the end of a frame written directly in part, if any
         with self.lock:
             done = not self.groups and self._partial is None
             if done:
@@ -320,6 +293,13 @@ class Channel:
 
 
 class Messenger:
+    """The messaging layer of one node, on the node's loop: owns the mailboxes,
+    serve() handlers and topic subscriptions registered here, a send
+    :class:`Channel` per peer, the calls waiting for a reply, the reassembly of
+    fragments and the links held back while an inbox is full. The node gives it
+    the messaging frames (:meth:`frame_received`) and the life of each link (it
+    is the node's :class:`~skycluster.distribution.hooks.LinkListener`)."""
+
     def __init__(self, node: Node) -> None:
         self.node = node
         self.loop = node.loop
@@ -498,13 +478,8 @@ class Messenger:
 
     def link_up(self, link: Link) -> None:
         ident = link.identity
-        assert ident is not None and link.transport is not None
-        link.transport.set_write_buffer_limits(high=WRITE_BUFFER)
-        if link.transport.get_extra_info("sslcontext") is None:
-            sock = link.transport.get_extra_info("socket")
-            if sock is not None:
-                with link.write_lock:
-                    link.fd = sock.fileno()
+        assert ident is not None
+        link.set_write_buffer_limit(WRITE_BUFFER)
         channel = self.channels.get(ident)
         if channel is None:
             channel = self.channels[ident] = Channel(self, ident)
@@ -575,7 +550,7 @@ class Messenger:
 
     # -- frames that arrive (the node's loop) -----------------------------------
 
-    def received(self) -> None:
+    def read_done(self) -> None:
         """The end of one read from a socket: wake the getters of what it filled."""
         if self._to_wake:
             inboxes = list(self._to_wake)
@@ -589,7 +564,7 @@ class Messenger:
             if whole is None:
                 return
             payload = whole
-            kind = wire.frame_kind(payload)
+            kind = frames.frame_kind(payload)
         decoder = self._decoder
         decoder.failed = None
         try:

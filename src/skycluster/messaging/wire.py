@@ -1,6 +1,7 @@
 """Messaging frames on a link (sans-I/O): building them, and putting fragments together.
 
-Types 5-9 of the link frame table in ``docs/protocol.md``::
+Types 5-9 of the link frame table (:mod:`skycluster.distribution.frame_types`,
+``docs/protocol.md``)::
 
     [5, mailbox, [message, ...]]   SEND      messages for one mailbox, in order
     [6, mailbox, ref, request]     CALL      a request; the answer is a REPLY with ``ref``
@@ -18,13 +19,12 @@ from __future__ import annotations
 
 import struct
 
-SEND = 5
-CALL = 6
-REPLY = 7
-PUBLISH = 8
-FRAGMENT = 9
-FIRST = SEND
-LAST = FRAGMENT
+# The types are numbered in the distribution layer's one table.
+from skycluster.distribution.frame_types import CALL as CALL
+from skycluster.distribution.frame_types import FRAGMENT as FRAGMENT
+from skycluster.distribution.frame_types import PUBLISH as PUBLISH
+from skycluster.distribution.frame_types import REPLY as REPLY
+from skycluster.distribution.frame_types import SEND as SEND
 
 OK = 0
 NO_MAILBOX = 1
@@ -69,13 +69,6 @@ def reply_payload(ref_status: bytes, value: bytes) -> bytes:
 
 def fragment_payload(chunk: memoryview, more: bool) -> bytes:
     return b"".join((b"\x93\x09", b"\xc3" if more else b"\xc2", bin_header(len(chunk)), chunk))
-
-
-def frame_kind(payload: bytes) -> int:
-    """The type of a link frame, without decoding it (0: not an array with a small type)."""
-    if len(payload) > 1 and payload[0] & 0xF0 == 0x90 and payload[1] < 0x80:
-        return payload[1]
-    return 0
 
 
 class TooLarge(Exception):

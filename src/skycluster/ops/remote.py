@@ -4,7 +4,8 @@
 anywhere, the mesh ignores it) and sends STATUS_REQUEST; the node answers with
 STATUS carrying the same map as its ``/status`` endpoint.
 
-Frames (msgpack arrays, see docs/protocol.md):
+Frames (msgpack arrays, numbered in :mod:`skycluster.distribution.frame_types`,
+see docs/protocol.md):
 
 * ``[20, id]`` STATUS_REQUEST: ``id`` is an int chosen by the asker.
 * ``[21, id, status]`` STATUS: ``status`` is a map (:func:`skycluster.ops.status.node_status`).
@@ -19,6 +20,8 @@ import asyncio
 import itertools
 from typing import TYPE_CHECKING, Any
 
+from skycluster.distribution import frames
+from skycluster.distribution.frame_types import STATUS, STATUS_REQUEST
 from skycluster.errors import NodeUnreachable
 from skycluster.names import NodeName
 
@@ -26,21 +29,23 @@ if TYPE_CHECKING:
     from skycluster.distribution.link import Link
     from skycluster.distribution.node import Node
 
-STATUS_REQUEST = 20
-STATUS = 21
 MAX_PENDING = 64
 
 
 class RemoteStatus:
-    """Answers STATUS_REQUEST and matches STATUS answers to the questions asked."""
+    """Answers STATUS_REQUEST and matches STATUS answers to the questions asked;
+    the node gives it the operations frames (:meth:`frame_received`)."""
 
     def __init__(self, node: Node) -> None:
         self._node = node
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
 
-    def received(self, link: Link, frame: list[Any]) -> None:
-        kind = frame[0]
+    def frame_received(self, link: Link, kind: int, payload: bytes) -> None:
+        """An operations frame (a :data:`~skycluster.distribution.hooks.FrameHandler`)."""
+        frame = frames.unpack(payload)
+        if not isinstance(frame, list):
+            raise ValueError("a link frame must be an array starting with its type")
         if kind == STATUS_REQUEST and len(frame) >= 2 and isinstance(frame[1], int):
             from skycluster.ops.status import node_status
 

@@ -18,6 +18,11 @@ log = logging.getLogger("skycluster.ops")
 
 
 class Operations:
+    """What an operator sees of one running node: owns its metrics (counted from
+    telemetry), its membership log lines and, when ``--http`` is set, the HTTP
+    endpoint (``/status``, ``/metrics``, the page); started after the node and
+    closed before it."""
+
     def __init__(self, node: Node, bus: EventBus) -> None:
         self.node = node
         self.metrics = Metrics(node, bus)

@@ -1,4 +1,8 @@
-"""A dedicated thread with its own event loop that hosts the node and its strategies.
+"""The composition root: builds the node and the layers above it, and wires them.
+
+A dedicated thread with its own event loop hosts the node (distribution layer),
+its messenger (messaging), its operations (metrics, logs, HTTP, status frames),
+the port-mapper registration and the discovery strategies.
 
 Heartbeats, handshakes and discovery run here, so an application that blocks
 its own event loop, or runs CPU-bound code, cannot make its node look dead.
@@ -23,12 +27,14 @@ from typing import Any, TypeVar
 from skycluster import _blocking
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
-from skycluster.distribution import portmapper
+from skycluster.distribution import frame_types, portmapper
 from skycluster.distribution.node import Node
 from skycluster.distribution.registration import PortMapperSettings, Registrar
 from skycluster.errors import NodeUnreachable
 from skycluster.events import EventBus
+from skycluster.messaging.messenger import Messenger
 from skycluster.names import NodeName
+from skycluster.ops.remote import RemoteStatus
 from skycluster.ops.service import Operations
 from skycluster.strategy.base import StrategyContext, Topology
 
@@ -42,6 +48,13 @@ log = logging.getLogger("skycluster.runtime")
 
 
 class Runtime:
+    """Runs one node: owns the thread and event loop it runs on (or, with
+    ``node_loop="shared"``, the task on the application's loop), and, while it
+    runs, the :class:`Node`, its :class:`Messenger`, its :class:`RemoteStatus`
+    and :class:`Operations`, the port-mapper registration and one supervised
+    task per strategy; it builds them, wires the upper layers to the node's
+    hooks, and stops them in the reverse order."""
+
     def __init__(
         self,
         settings: NodeSettings,
@@ -62,6 +75,8 @@ class Runtime:
         self._finished: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.node: Node | None = None
+        self.messenger: Messenger | None = None
+        self.remote_status: RemoteStatus | None = None
         self.strategy_restarts: dict[str, int] = {}
         self._stop: asyncio.Event | None = None
         self.registrar: Registrar | None = None
@@ -147,6 +162,11 @@ class Runtime:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         node = self.node = Node(self.settings, self._cookie, self._bus)
+        messenger = self.messenger = Messenger(node)
+        node.handle_frames(frame_types.MESSAGING, messenger.frame_received)
+        node.listen_links(messenger)
+        remote_status = self.remote_status = RemoteStatus(node)  # skycluster members
+        node.handle_frames(frame_types.OPERATIONS, remote_status.frame_received)
         operations = self.operations = Operations(node, self._bus)  # metrics, logs, HTTP
         strategies = TaskSet(log)
         registrar: Registrar | None = None
@@ -158,6 +178,7 @@ class Runtime:
             if registrar is not None:
                 await registrar.close()
             await operations.aclose()
+            messenger.close()
             await node.stop()
             self._started.set_exception(exc)
             return
@@ -173,6 +194,7 @@ class Runtime:
             if registrar is not None:
                 await registrar.close()
             await operations.aclose()
+            messenger.close()  # ends every mailbox and call before the links close
             await node.stop()
 
     async def _register(self, node: Node) -> Registrar | None:

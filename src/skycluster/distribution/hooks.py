@@ -1,0 +1,66 @@
+"""What a layer above the distribution layer hangs on a node.
+
+The distribution layer never imports the layers above it; they plug in here
+(the composition root, :mod:`skycluster.runtime`, does the wiring):
+
+* a :data:`FrameHandler` per range of frame types (:mod:`frame_types`), with
+  :meth:`Node.handle_frames <skycluster.distribution.node.Node.handle_frames>`;
+* one :class:`LinkListener`, with :meth:`Node.listen_links
+  <skycluster.distribution.node.Node.listen_links>`, told about the life of
+  every established link.
+
+Everything here is called on the node's loop, from the link's protocol
+callbacks: it must be quick and must not block. An exception that a handler
+raises closes that link only (logged and counted as a protocol error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from skycluster.distribution.link import Link
+
+FrameHandler = Callable[["Link", int, bytes], None]
+"""``handler(link, kind, payload)``: one frame of type ``kind`` from ``link``,
+``payload`` its undecoded msgpack bytes (the frame header stripped). ValueError,
+TypeError, IndexError and FrameError mean a malformed frame."""
+
+
+class LinkListener(Protocol):
+    """Hears about the life of established links (one listener per node)."""
+
+    def link_up(self, link: Link) -> None:
+        """``link`` is authenticated and accepted; its frames follow."""
+
+    def link_down(self, link: Link) -> None:
+        """``link``, once up, closed; no frame of it follows."""
+
+    def read_done(self) -> None:
+        """One read from a socket was handled, every frame it held (a batch ends)."""
+
+    def pause_writing(self, link: Link) -> None:
+        """``link``'s socket buffer is full: write no more to it until resumed."""
+
+    def resume_writing(self, link: Link) -> None:
+        """``link``'s socket buffer has drained below its low-water mark."""
+
+
+class NoListener:
+    """The listener of a node that nothing listens to (a bare distribution node)."""
+
+    def link_up(self, link: Link) -> None:
+        pass
+
+    def link_down(self, link: Link) -> None:
+        pass
+
+    def read_done(self) -> None:
+        pass
+
+    def pause_writing(self, link: Link) -> None:
+        pass
+
+    def resume_writing(self, link: Link) -> None:
+        pass
