@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TextIO
 
-from skycluster import __version__, config, logs, members
+from skycluster import __version__, config
 from skycluster.cluster import Cluster, topologies_from
 from skycluster.config import Option
 from skycluster.distribution import portmapper
 from skycluster.errors import ConfigError, NodeUnreachable, StartError
-from skycluster.events import Event, NodeDown, NodeUp
+from skycluster.events import event_record
+from skycluster.ops import logs, members
 from skycluster.strategy import BUILTIN, strategy_class
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -326,24 +327,6 @@ async def _print_events(
         if not _emit(show, event_record(event)):
             stop.set()  # stdout is gone: nobody is listening any more
             return
-
-
-def event_record(event: Event) -> dict[str, Any]:
-    if isinstance(event, NodeUp):
-        return {
-            "event": "nodeup",
-            "node": event.node,
-            "address": event.address,
-            "metadata": dict(event.metadata),
-            "time": event.time,
-        }
-    assert isinstance(event, NodeDown)
-    return {
-        "event": "nodedown",
-        "node": event.node,
-        "reason": str(event.reason),
-        "time": event.time,
-    }
 
 
 def _emit(

@@ -57,6 +57,25 @@ class NodeDown:
 Event = NodeUp | NodeDown
 
 
+def event_record(event: Event) -> dict[str, Any]:
+    """An event as JSON-ready data, ``event`` naming its kind (``nodeup``, ``nodedown``):
+    one shape for the CLI's event lines and the operations endpoint's ``/events``."""
+    if isinstance(event, NodeUp):
+        return {
+            "event": "nodeup",
+            "node": event.node,
+            "address": event.address,
+            "metadata": dict(event.metadata),
+            "time": event.time,
+        }
+    return {
+        "event": "nodedown",
+        "node": event.node,
+        "reason": str(event.reason),
+        "time": event.time,
+    }
+
+
 class EventQueue:
     """A bounded FIFO of events that compacts instead of dropping (not thread-safe)."""
 

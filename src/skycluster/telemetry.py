@@ -2,7 +2,7 @@
 
 The node *emits* named events with measurements (numbers) and metadata (who,
 why); anyone may *attach* a handler. The built-in metrics
-(:mod:`skycluster.metrics`) and log lines (:mod:`skycluster.logs`) are
+(:mod:`skycluster.ops.metrics`) and log lines (:mod:`skycluster.ops.logs`) are
 themselves handlers of these events, so a user's handler sees everything they
 see.
 

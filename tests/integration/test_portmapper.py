@@ -18,7 +18,7 @@ import pytest
 from skycluster.distribution.epmd_protocol import (
     Alive2Request,
     NamesRequest,
-    NodeInfo,
+    RegisteredNode,
     decode_alive2_response,
     encode_request,
 )
@@ -101,7 +101,7 @@ def free_port() -> int:
 
 
 def alive2(name: str, port: int = 5000, **fields: Any) -> bytes:
-    return encode_request(Alive2Request(NodeInfo(name, port, **fields)))
+    return encode_request(Alive2Request(RegisteredNode(name, port, **fields)))
 
 
 def server_log(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -123,7 +123,7 @@ async def test_register_lookup_and_names() -> None:
             assert await lookup(LOOPBACK, "api", epmd_port=p) == 9100
             assert await lookup(LOOPBACK, "missing", epmd_port=p) is None
             node = await lookup_node(LOOPBACK, "tool", epmd_port=p)
-            assert node == NodeInfo("tool", 9200, node_type=72)
+            assert node == RegisteredNode("tool", 9200, node_type=72)
             assert node is not None and node.hidden
             assert sorted(await names(LOOPBACK, epmd_port=p)) == [("api", 9100), ("tool", 9200)]
             assert {n.name for n in server.registrations} == {"api", "tool"}
@@ -151,7 +151,7 @@ async def test_extra_field_and_versions_are_returned_verbatim() -> None:
             alive2("c", 7000, node_type=72, highest_version=6, lowest_version=6, extra=b"\0x")
         )
         assert decode_alive2_response(await reader.readexactly(6)).ok
-        assert await lookup_node(LOOPBACK, "c", epmd_port=server.port) == NodeInfo(
+        assert await lookup_node(LOOPBACK, "c", epmd_port=server.port) == RegisteredNode(
             "c", 7000, 72, 0, 6, 6, b"\0x"
         )
         await close(writer)

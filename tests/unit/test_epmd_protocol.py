@@ -18,9 +18,9 @@ from skycluster.distribution.epmd_protocol import (
     Alive2Response,
     NamesRequest,
     NamesResponse,
-    NodeInfo,
     PortPlease2Request,
     ProtocolError,
+    RegisteredNode,
     Request,
     RequestParser,
     alive2_response_size,
@@ -60,7 +60,7 @@ def parse_all(data: bytes) -> list[Request]:
 
 # --- byte-exact vectors (erts "Distribution Protocol", EPMD section) -------------------------
 
-X_5000 = NodeInfo("x", 5000)  # type 77 'M', protocol 0, versions 6..5: what OTP 23-25 send
+X_5000 = RegisteredNode("x", 5000)  # type 77 'M', protocol 0, versions 6..5: what OTP 23-25 send
 
 h = bytes.fromhex
 VECTORS: list[tuple[str, bytes, bytes]] = [
@@ -72,7 +72,7 @@ VECTORS: list[tuple[str, bytes, bytes]] = [
     ),
     (
         "alive2 hidden+extra",
-        encode_request(Alive2Request(NodeInfo("node", 0xFFFF, 72, extra=b"\x01\x02"))),
+        encode_request(Alive2Request(RegisteredNode("node", 0xFFFF, 72, extra=b"\x01\x02"))),
         h("0013 78 ffff 48 00 0006 0005 0004 6e6f6465 0002 0102"),
     ),
     ("port_please2 x", encode_request(PortPlease2Request("x")), h("0002 7a 78")),
@@ -128,7 +128,7 @@ def test_alive2_response_sizes() -> None:
 
 def test_node_info_flags() -> None:
     assert not X_5000.hidden
-    assert NodeInfo("h", 1, NODE_TYPE_HIDDEN).hidden
+    assert RegisteredNode("h", 1, NODE_TYPE_HIDDEN).hidden
     assert Alive2Response(0, 5).ok and not Alive2Response(1, 99).ok
 
 
@@ -155,11 +155,11 @@ def test_port_please2_trailing_nul_is_dropped_like_epmd() -> None:
 
 
 def test_longest_valid_request_is_accepted() -> None:
-    node = NodeInfo("\u00e9" * MAX_NAME_CHARS, 1, extra=b"e" * MAX_EXTRA_BYTES)
+    node = RegisteredNode("\u00e9" * MAX_NAME_CHARS, 1, extra=b"e" * MAX_EXTRA_BYTES)
     data = encode_request(Alive2Request(node))
     assert len(data) - 2 < MAX_REQUEST_LENGTH  # 255 two-byte characters, extra at its maximum
     assert parse_all(data) == [Alive2Request(node)]
-    four_byte = NodeInfo("\U0001f600" * MAX_NAME_CHARS, 1)  # 1020 bytes, still 255 characters
+    four_byte = RegisteredNode("\U0001f600" * MAX_NAME_CHARS, 1)  # 1020 bytes, still 255 characters
     assert parse_all(encode_request(Alive2Request(four_byte))) == [Alive2Request(four_byte)]
 
 
@@ -257,14 +257,14 @@ def test_names_reply_name_may_contain_the_separator_words() -> None:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: NodeInfo("", 1), "node name is empty; use 1 to 255 characters"),
-        (lambda: NodeInfo("a" * 256, 1), "256 characters"),
-        (lambda: NodeInfo("a\0", 1), "NUL or a line break"),
-        (lambda: NodeInfo("\ud800", 1), "lone surrogate"),
-        (lambda: NodeInfo("a", 65536), "port must be an integer from 0 to 65535, got 65536"),
-        (lambda: NodeInfo("a", 1, node_type=256), "node_type must be"),
-        (lambda: NodeInfo("a", 1, highest_version=-1), "highest_version must be"),
-        (lambda: NodeInfo("a", 1, extra=b"e" * 1021), "extra has 1021 bytes"),
+        (lambda: RegisteredNode("", 1), "node name is empty; use 1 to 255 characters"),
+        (lambda: RegisteredNode("a" * 256, 1), "256 characters"),
+        (lambda: RegisteredNode("a\0", 1), "NUL or a line break"),
+        (lambda: RegisteredNode("\ud800", 1), "lone surrogate"),
+        (lambda: RegisteredNode("a", 65536), "port must be an integer from 0 to 65535, got 65536"),
+        (lambda: RegisteredNode("a", 1, node_type=256), "node_type must be"),
+        (lambda: RegisteredNode("a", 1, highest_version=-1), "highest_version must be"),
+        (lambda: RegisteredNode("a", 1, extra=b"e" * 1021), "extra has 1021 bytes"),
         (lambda: PortPlease2Request("a\n"), "NUL or a line break"),
         (lambda: Alive2Response(0, 1 << 16, extended=False), "creation must be"),
         (lambda: Alive2Response(256, 0), "result must be"),
@@ -286,7 +286,7 @@ node_names = st.text(
 )
 u16 = st.integers(0, 0xFFFF)
 nodes = st.builds(
-    NodeInfo,
+    RegisteredNode,
     name=node_names,
     port=u16,
     node_type=st.integers(0, 255),
@@ -322,7 +322,7 @@ def test_requests_round_trip_in_any_chunking(reqs: list[Request], sizes: list[in
 
 
 @given(st.one_of(nodes, st.none()))
-def test_port2_response_round_trip(node: NodeInfo | None) -> None:
+def test_port2_response_round_trip(node: RegisteredNode | None) -> None:
     assert decode_port2_response(encode_port2_response(node)) == node
 
 

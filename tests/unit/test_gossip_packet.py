@@ -13,7 +13,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from skycluster.errors import ConfigError
-from skycluster.gossip_packet import (
+from skycluster.names import NodeName
+from skycluster.strategy.gossip_packet import (
     KEY_ID_SIZE,
     MAGIC,
     MAX_PACKET_SIZE,
@@ -31,7 +32,6 @@ from skycluster.gossip_packet import (
     pack_body,
     unpack_body,
 )
-from skycluster.names import NodeName
 
 NOW = 1_800_000_000.0  # seconds since the epoch, the receivers' clock in these tests
 NOW_MS = int(NOW * 1000)

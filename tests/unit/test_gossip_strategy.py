@@ -18,12 +18,12 @@ import pytest
 from skycluster import cli
 from skycluster.cluster import topologies_from
 from skycluster.errors import ConfigError
-from skycluster.gossip_packet import GossipCodec, Heartbeat
 from skycluster.names import NodeName
 from skycluster.strategy import Gossip, strategy_class
 from skycluster.strategy import gossip as gossip_module
 from skycluster.strategy.base import StrategyContext
 from skycluster.strategy.gossip import MAX_PACKETS_PER_SECOND, _Run
+from skycluster.strategy.gossip_packet import GossipCodec, Heartbeat
 
 ME = NodeName("me", "10.0.0.1", 4401)
 PEER = NodeName("peer", "10.0.0.2", 4402)

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from skycluster import config, logs, members
-from skycluster.metrics import RTT_BUCKETS, Histogram
+from skycluster import config
+from skycluster.ops import logs, members
+from skycluster.ops.metrics import RTT_BUCKETS, Histogram
 from skycluster.telemetry import EVENTS, Telemetry, handshake_reason
 
 Seen = list[tuple[str, dict[str, float], dict[str, Any]]]

@@ -37,9 +37,9 @@ __all__ = [
     "Alive2Response",
     "NamesRequest",
     "NamesResponse",
-    "NodeInfo",
     "PortPlease2Request",
     "ProtocolError",
+    "RegisteredNode",
     "Request",
     "RequestParser",
     "alive2_response_size",
@@ -120,8 +120,9 @@ def _check_uint(what: str, value: int, bits: int) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """What a node registers with ALIVE2_REQ and what PORT2_RESP returns about it."""
+class RegisteredNode:
+    """A node as the port mapper knows it: what it registers with ALIVE2_REQ and what
+    PORT2_RESP returns about it."""
 
     name: str  # the part before '@', e.g. "x" for x@host
     port: int  # the node's distribution listen port
@@ -152,7 +153,7 @@ class NodeInfo:
 class Alive2Request:
     """Register ``node``; the registration lasts as long as the connection stays open."""
 
-    node: NodeInfo
+    node: RegisteredNode
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +237,7 @@ def _decode_name(raw: bytes, where: str) -> str:
     return name
 
 
-def _node_tail(node: NodeInfo) -> bytes:
+def _node_tail(node: RegisteredNode) -> bytes:
     """Name length, name, extra length, extra: the tail shared by ALIVE2_REQ and PORT2_RESP."""
     name = node.name.encode("utf-8")
     return _U16.pack(len(name)) + name + _U16.pack(len(node.extra)) + node.extra
@@ -278,7 +279,7 @@ def decode_request(body: bytes) -> Request:
             )
         _, port, node_type, protocol, high, low = _ALIVE2_HEAD.unpack_from(body)
         name, extra = _decode_node_tail(body, _ALIVE2_HEAD.size, "ALIVE2_REQ")
-        return Alive2Request(NodeInfo(name, port, node_type, protocol, high, low, extra))
+        return Alive2Request(RegisteredNode(name, port, node_type, protocol, high, low, extra))
     if code == PORT_PLEASE2_REQ:
         raw = body[1:]
         # Clients older than OTP R3A sent a trailing NUL; epmd drops it, so do we.
@@ -385,7 +386,7 @@ def decode_alive2_response(data: bytes) -> Alive2Response:
     return Alive2Response(data[1], _U16.unpack_from(data, 2)[0], extended=False)
 
 
-def encode_port2_response(node: NodeInfo | None) -> bytes:
+def encode_port2_response(node: RegisteredNode | None) -> bytes:
     """PORT2_RESP for ``node``, or the 2-byte "not registered" reply (result 1) for None."""
     if node is None:
         return bytes([PORT2_RESP, 1])
@@ -401,7 +402,7 @@ def encode_port2_response(node: NodeInfo | None) -> bytes:
     return head + _node_tail(node)
 
 
-def decode_port2_response(data: bytes) -> NodeInfo | None:
+def decode_port2_response(data: bytes) -> RegisteredNode | None:
     """Decode a complete PORT2_RESP (all bytes up to the close); None when not registered."""
     if len(data) < 2:
         raise ProtocolError(f"truncated PORT2_RESP: {len(data)} bytes, at least 2 needed")
@@ -422,7 +423,7 @@ def decode_port2_response(data: bytes) -> NodeInfo | None:
         )
     _, _, port, node_type, protocol, high, low = _PORT2_HEAD.unpack_from(data)
     name, extra = _decode_node_tail(data, _PORT2_HEAD.size, "PORT2_RESP")
-    return NodeInfo(name, port, node_type, protocol, high, low, extra)
+    return RegisteredNode(name, port, node_type, protocol, high, low, extra)
 
 
 def encode_names_response(epmd_port: int, names: Iterable[tuple[str, int]]) -> bytes:

@@ -35,9 +35,9 @@ from skycluster.distribution.epmd_protocol import (
     Alive2Request,
     Alive2Response,
     NamesRequest,
-    NodeInfo,
     PortPlease2Request,
     ProtocolError,
+    RegisteredNode,
     Request,
     RequestParser,
     alive2_response_size,
@@ -142,17 +142,17 @@ class _Registry:
     """The live registrations and the creation counters of recently unregistered names."""
 
     def __init__(self) -> None:
-        self._live: dict[str, tuple[NodeInfo, int]] = {}
+        self._live: dict[str, tuple[RegisteredNode, int]] = {}
         self._past: OrderedDict[str, int] = OrderedDict()
 
-    def nodes(self) -> list[NodeInfo]:
+    def nodes(self) -> list[RegisteredNode]:
         return [node for node, _ in self._live.values()]
 
-    def lookup(self, name: str) -> NodeInfo | None:
+    def lookup(self, name: str) -> RegisteredNode | None:
         entry = self._live.get(name)
         return None if entry is None else entry[0]
 
-    def register(self, node: NodeInfo) -> int | None:
+    def register(self, node: RegisteredNode) -> int | None:
         """The creation of the new registration, or None when the name is taken."""
         if node.name in self._live:
             return None
@@ -226,7 +226,7 @@ class PortMapperServer:
         return port
 
     @property
-    def registrations(self) -> list[NodeInfo]:
+    def registrations(self) -> list[RegisteredNode]:
         """The live registrations."""
         return self._registry.nodes()
 
@@ -359,7 +359,7 @@ class PortMapperServer:
             sock.close()
             self._connections -= 1
 
-    def _register(self, node: NodeInfo, where: str) -> tuple[bytes, str | None]:
+    def _register(self, node: RegisteredNode, where: str) -> tuple[bytes, str | None]:
         extended = node.highest_version >= 6  # epmd's rule for ALIVE2_X_RESP
         creation = self._registry.register(node)
         if creation is None:
@@ -494,7 +494,7 @@ async def lookup_node(
     *,
     epmd_port: int = EPMD_DEFAULT_PORT,
     timeout: float = DEFAULT_TIMEOUT,
-) -> NodeInfo | None:
+) -> RegisteredNode | None:
     """The registration of ``name`` at the port mapper on ``host``, or None if not registered."""
     request = PortPlease2Request(name)  # ValueError for a bad name, before any I/O
     reply = await _exchange(host, epmd_port, request, timeout, _MAX_PORT2_REPLY)
@@ -543,7 +543,7 @@ class Registration:
 
     def __init__(
         self,
-        node: NodeInfo,
+        node: RegisteredNode,
         creation: int,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
@@ -612,7 +612,7 @@ async def register(
     """
     if not 1 <= port <= 0xFFFF:
         raise ValueError(f"port={port!r}: use the node's listen port, 1 to 65535")
-    node = NodeInfo(name, port, NODE_TYPE_HIDDEN if hidden else NODE_TYPE_NORMAL)
+    node = RegisteredNode(name, port, NODE_TYPE_HIDDEN if hidden else NODE_TYPE_NORMAL)
     where = _where(host, epmd_port)
     try:
         async with asyncio.timeout(timeout):

@@ -1,4 +1,4 @@
-"""Prometheus exposition of :class:`skycluster.metrics.Metrics`, with the official
+"""Prometheus exposition of :class:`skycluster.ops.metrics.Metrics`, with the official
 ``prometheus-client`` (``pip install 'skycluster[metrics]'``).
 
 The endpoint's ``/metrics`` uses a registry of its own per node. To add a node's
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from skycluster.metrics import Metrics, Snapshot
+from skycluster.ops.metrics import Metrics, Snapshot
 
 if TYPE_CHECKING:
     from skycluster.cluster import Cluster

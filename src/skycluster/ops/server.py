@@ -30,14 +30,14 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from skycluster._tasks import TaskSet
-from skycluster.events import AsyncSubscription, EventBus, NodeDown, NodeUp
+from skycluster.events import AsyncSubscription, EventBus, event_record
 from skycluster.names import format_address, is_ip, is_loopback
 from skycluster.ops.http11 import HttpError, Request, RequestParser, response
 from skycluster.ops.status import node_status
 
 if TYPE_CHECKING:
     from skycluster.distribution.node import Node
-    from skycluster.metrics import Metrics
+    from skycluster.ops.metrics import Metrics
 
 log = logging.getLogger("skycluster.http")
 
@@ -229,7 +229,8 @@ class HttpServer:
                 except StopAsyncIteration:
                     return
                 else:
-                    writer.write(_sse(*_event_record(event)))
+                    record = event_record(event)
+                    writer.write(_sse(record.pop("event"), record))
                 if writer.transport.get_write_buffer_size() > self.settings.max_stream_buffer:
                     self._count("http_events_dropped")
                     log.info("dropping an /events client that stopped reading")
@@ -283,17 +284,6 @@ def _local_host(header: str | None) -> bool:
     elif host.count(":") == 1:
         host = host.split(":", 1)[0]
     return host == "localhost" or host.endswith(".localhost") or is_ip(host)
-
-
-def _event_record(event: NodeUp | NodeDown) -> tuple[str, dict[str, Any]]:
-    if isinstance(event, NodeUp):
-        return "nodeup", {
-            "node": event.node,
-            "address": event.address,
-            "metadata": dict(event.metadata),
-            "time": event.time,
-        }
-    return "nodedown", {"node": event.node, "reason": str(event.reason), "time": event.time}
 
 
 def _sse(kind: str, data: dict[str, Any]) -> bytes:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from skycluster.distribution.node import Node
 from skycluster.events import EventBus
-from skycluster.logs import MembershipLog
-from skycluster.metrics import Metrics
+from skycluster.ops.logs import MembershipLog
+from skycluster.ops.metrics import Metrics
 
 if TYPE_CHECKING:
     from skycluster.ops.server import HttpServer

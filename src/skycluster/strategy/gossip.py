@@ -3,7 +3,7 @@ heartbeat naming itself and where it accepts links; every node that hears one
 from a node it is not linked to links to it.
 
 This file only moves bytes: packets are built and checked by the sans-I/O codec
-in :mod:`skycluster.gossip_packet`. A heartbeat never lets a node in by itself:
+in :mod:`skycluster.strategy.gossip_packet`. A heartbeat never lets a node in by itself:
 it only leads to a link attempt, which still has to pass the cookie handshake.
 
 Sockets: ``SO_REUSEADDR`` and ``SO_REUSEPORT`` (several nodes on one host share
@@ -37,9 +37,15 @@ from skycluster._ratelimit import RateLimit
 from skycluster._tasks import TaskSet
 from skycluster.config import Option, parse_bool, parse_port, parse_seconds, parse_text
 from skycluster.errors import ConfigError
-from skycluster.gossip_packet import DEFAULT_MAX_AGE, Drop, DropReason, GossipCodec, Heartbeat
 from skycluster.names import NodeName, format_address
 from skycluster.strategy.base import Strategy, StrategyContext
+from skycluster.strategy.gossip_packet import (
+    DEFAULT_MAX_AGE,
+    Drop,
+    DropReason,
+    GossipCodec,
+    Heartbeat,
+)
 
 log = logging.getLogger("skycluster.strategy.gossip")
 
