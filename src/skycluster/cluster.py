@@ -335,13 +335,8 @@ class Cluster(Messaging):
         """Counters: handshake failures by kind, links up/down by reason, overflows,
         requests to the HTTP endpoint..."""
         runtime = self._runtime
-        counts = dict(runtime.node.stats) if runtime and runtime.node else {}
+        counts = runtime.node.counters.snapshot() if runtime and runtime.node else {}
         counts["subscriber_overflows"] = self._bus.overflows
-        if runtime is not None:
-            for name, restarts in runtime.strategy_restarts.items():
-                counts[f"strategy_restarts_{name}"] = restarts
-            if runtime.operations is not None and runtime.operations.http is not None:
-                counts.update(runtime.operations.http.stats)  # http_requests, http_rejected_*
         return counts
 
     # -- events ---------------------------------------------------------------

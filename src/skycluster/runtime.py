@@ -25,6 +25,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from skycluster import _blocking
+from skycluster._backoff import Backoff
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
 from skycluster.distribution import frame_types, portmapper
@@ -77,7 +78,6 @@ class Runtime:
         self.node: Node | None = None
         self.messenger: Messenger | None = None
         self.remote_status: RemoteStatus | None = None
-        self.strategy_restarts: dict[str, int] = {}
         self._stop: asyncio.Event | None = None
         self.registrar: Registrar | None = None
         self.operations: Operations | None = None
@@ -214,8 +214,7 @@ class Runtime:
     async def _supervise(self, node: Node, name: str, topology: Topology) -> None:
         """Run a strategy; restart it with exponential backoff when it raises."""
         ctx = StrategyContext(name, node, topology)
-        initial, maximum = self._backoff
-        delay = initial
+        backoff = Backoff(*self._backoff)
         loop = asyncio.get_running_loop()
         while True:
             began = loop.time()
@@ -224,13 +223,13 @@ class Runtime:
                 ctx.log.info("strategy %s finished", name)
                 return
             except Exception as exc:
-                self.strategy_restarts[name] = self.strategy_restarts.get(name, 0) + 1
+                if loop.time() - began > 10 * backoff.maximum:
+                    backoff.reset()  # it ran well for a long time: start the backoff afresh
+                delay = backoff.next()
+                node.counters.add(f"strategy_restarts_{name}")
                 node.emit("strategy.error", {"delay": delay}, topology=name, error=repr(exc))
                 ctx.log.exception("strategy %s crashed; restarting in %.1f s", name, delay)
-            if loop.time() - began > 10 * maximum:
-                delay = initial  # it ran well for a long time: start the backoff afresh
             await asyncio.sleep(delay)
-            delay = min(delay * 2, maximum)
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

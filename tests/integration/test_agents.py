@@ -36,7 +36,13 @@ from agents import (
 )
 
 from skycluster.distribution import frames
-from skycluster.distribution.handshake import PREAMBLE, Established, Handshake, NodeInfo, Refused
+from skycluster.distribution.handshake import (
+    PREAMBLE,
+    Established,
+    Handshake,
+    Introduction,
+    Refused,
+)
 from skycluster.names import NodeName
 
 APPS = Path(__file__).parent / "apps"
@@ -377,7 +383,7 @@ def test_hostile_bytes_are_closed_and_logged(agent_factory: AgentFactory) -> Non
 def handshake(sock: socket.socket, name: str, creation: int = 7) -> str | None:
     """A raw client that knows the cookie introduces itself as ``name`` (incarnation
     ``creation``); None once linked, else the reason the agent refused."""
-    me = NodeInfo(NodeName.parse(name), creation=creation)
+    me = Introduction(NodeName.parse(name), creation=creation)
     hs = Handshake(initiator=True, me=me, cookie=COOKIE.encode())
     sock.sendall(hs.initiate())
     while True:

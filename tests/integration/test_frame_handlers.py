@@ -123,7 +123,7 @@ async def test_a_registered_range_gets_its_frames_and_other_types_are_ignored() 
             ("a@127.0.0.1", SPARE.stop - 1, [SPARE.stop - 1, {"last": True}]),
             ("a@127.0.0.1", SPARE.start, [SPARE.start, "after them"]),
         ]
-        assert a.identity in b.links and not b.stats.get("protocol_errors")
+        assert a.identity in b.links and not b.counters.get("protocol_errors")
 
 
 @run
@@ -137,7 +137,7 @@ async def test_a_handler_that_raises_costs_its_link_only() -> None:
         from_c.send([SPARE.start, "still heard"])
         await until(lambda: len(recorder.got) == 1)
         assert recorder.got == [("c@127.0.0.1", SPARE.start, [SPARE.start, "still heard"])]
-        assert c.identity in b.links and b.stats["protocol_errors"] == 1
+        assert c.identity in b.links and b.counters.get("protocol_errors") == 1
         assert await a.connect(NodeName.parse(f"{b.identity}:{b.port}"))  # and links again
 
 

@@ -24,7 +24,7 @@ from skycluster.distribution.handshake import (
     Event,
     Handshake,
     HandshakeError,
-    NodeInfo,
+    Introduction,
     PeerHello,
     Refused,
     RejectReason,
@@ -38,15 +38,15 @@ I_NAME = "ini@127.0.0.1:4401"
 A_NAME = "acc@127.0.0.1:4402"
 
 
-def info(name: str, **kw: Any) -> NodeInfo:
-    return NodeInfo(NodeName.parse(name), kw.pop("creation", 7), **kw)
+def info(name: str, **kw: Any) -> Introduction:
+    return Introduction(NodeName.parse(name), kw.pop("creation", 7), **kw)
 
 
-def initiator(*, cookie: bytes = COOKIE, me: NodeInfo | None = None, **kw: Any) -> Handshake:
+def initiator(*, cookie: bytes = COOKIE, me: Introduction | None = None, **kw: Any) -> Handshake:
     return Handshake(initiator=True, me=me or info(I_NAME), cookie=cookie, **kw)
 
 
-def acceptor(*, cookie: bytes = COOKIE, me: NodeInfo | None = None, **kw: Any) -> Handshake:
+def acceptor(*, cookie: bytes = COOKIE, me: Introduction | None = None, **kw: Any) -> Handshake:
     return Handshake(initiator=False, me=me or info(A_NAME), cookie=cookie, **kw)
 
 
@@ -186,10 +186,10 @@ def test_success_with_metadata_both_ways() -> None:
     assert run.errors == []
     assert ini.done and acc.done
     assert run.ini.established is not None and run.acc.established is not None
-    assert run.ini.established.peer == NodeInfo(
+    assert run.ini.established.peer == Introduction(
         NodeName.parse("acc@127.0.0.1"), 22, True, "127.0.0.1:4402", {"tags": ["a", "b"]}
     )
-    assert run.acc.established.peer == NodeInfo(
+    assert run.acc.established.peer == Introduction(
         NodeName.parse("ini@127.0.0.1"), 11, False, "127.0.0.1:4401", {"role": "web", "n": 1}
     )
     assert run.ini.established.rest == b"" and run.acc.established.rest == b""
@@ -267,7 +267,7 @@ metadata_values = st.recursive(
     max_leaves=8,
 )
 node_infos = st.builds(
-    NodeInfo,
+    Introduction,
     st.sampled_from([I_NAME, A_NAME, "x@[::1]:1", "y@host.example", "z@10.1.2.3"]).map(
         NodeName.parse
     ),
@@ -280,14 +280,16 @@ node_infos = st.builds(
 
 @settings(max_examples=50)
 @given(node_infos, node_infos)
-def test_each_side_learns_exactly_what_the_other_said(me_i: NodeInfo, me_a: NodeInfo) -> None:
+def test_each_side_learns_exactly_what_the_other_said(
+    me_i: Introduction, me_a: Introduction
+) -> None:
     run = drive(initiator(me=me_i), acceptor(me=me_a))
     assert run.errors == []
     assert run.ini.established is not None and run.acc.established is not None
-    assert run.ini.established.peer == NodeInfo(
+    assert run.ini.established.peer == Introduction(
         me_a.name.with_port(None), me_a.creation, me_a.hidden, me_a.address, me_a.metadata
     )
-    assert run.acc.established.peer == NodeInfo(
+    assert run.acc.established.peer == Introduction(
         me_i.name.with_port(None), me_i.creation, me_i.hidden, me_i.address, me_i.metadata
     )
 

@@ -52,8 +52,9 @@ class HandshakeError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """What each side tells the other about itself."""
+class Introduction:
+    """What a node tells its peer about itself in the handshake: a node's
+    introduction. (The port mapper's view of a node is ``RegisteredNode``.)"""
 
     name: NodeName
     creation: int
@@ -66,14 +67,14 @@ class NodeInfo:
 class PeerHello:
     """Acceptor side: the initiator introduced itself; call ``admit()`` or ``refuse()``."""
 
-    peer: NodeInfo
+    peer: Introduction
 
 
 @dataclass(frozen=True, slots=True)
 class Established:
     """Both sides proved the cookie. ``rest`` holds bytes that followed the handshake."""
 
-    peer: NodeInfo
+    peer: Introduction
     rest: bytes
 
 
@@ -106,7 +107,7 @@ class Handshake:
         self,
         *,
         initiator: bool,
-        me: NodeInfo,
+        me: Introduction,
         cookie: bytes,
         expect: NodeName | None = None,
         versions: tuple[int, ...] = VERSIONS,
@@ -120,14 +121,14 @@ class Handshake:
         self._random = random
         self._decoder = frames.FrameDecoder(MAX_HANDSHAKE_FRAME)
         self._transcript = hashlib.sha256()
-        self._peer: NodeInfo | None = None
+        self._peer: Introduction | None = None
         self._out: list[bytes] = []
         self._pending_preamble = b""
         self._version = 0
         self.state = _State.START if initiator else _State.PREAMBLE
 
     @property
-    def peer(self) -> NodeInfo | None:
+    def peer(self) -> Introduction | None:
         return self._peer
 
     @property
@@ -211,7 +212,7 @@ class Handshake:
         if self.state is _State.CHALLENGE and kind == "challenge":
             if message.get("version") not in self._versions:
                 raise HandshakeError(f"peer chose unsupported version {message.get('version')!r}")
-            peer = self._parse_info(message)
+            peer = self._parse_introduction(message)
             if self._expect is not None and peer.name.identity != self._expect.identity:
                 raise HandshakeError(
                     f"reached {peer.name.identity} but expected {self._expect.identity}"
@@ -243,7 +244,7 @@ class Handshake:
                     f"no protocol version in common (peer offers {offered[:8]!r}, "
                     f"we speak {list(self._versions)})"
                 )
-            peer = self._parse_info(message)
+            peer = self._parse_introduction(message)
             self._transcript.update(payload)
             self._peer = peer
             self._version = max(common)
@@ -266,7 +267,7 @@ class Handshake:
         self._transcript.update(frame[frames.HEADER_SIZE :])
         return frame
 
-    def _describe(self, info: NodeInfo) -> dict[str, Any]:
+    def _describe(self, info: Introduction) -> dict[str, Any]:
         return {
             "name": str(info.name.identity),
             "creation": info.creation,
@@ -283,7 +284,7 @@ class Handshake:
         return isinstance(proof, bytes) and hmac.compare_digest(proof, self._proof(label))
 
     @staticmethod
-    def _parse_info(message: dict[Any, Any]) -> NodeInfo:
+    def _parse_introduction(message: dict[Any, Any]) -> Introduction:
         name, creation, nonce = message.get("name"), message.get("creation"), message.get("nonce")
         hidden, address = message.get("hidden", False), message.get("address")
         metadata = message.get("metadata")
@@ -306,4 +307,4 @@ class Handshake:
             raise HandshakeError("handshake address is not a host:port string")
         if not isinstance(metadata, dict) or len(frames.encode(metadata)) > MAX_METADATA:
             raise HandshakeError(f"handshake metadata is not a map of at most {MAX_METADATA} bytes")
-        return NodeInfo(parsed, creation, hidden, address, metadata)
+        return Introduction(parsed, creation, hidden, address, metadata)

@@ -20,7 +20,7 @@ from skycluster.distribution.handshake import (
     Established,
     Handshake,
     HandshakeError,
-    NodeInfo,
+    Introduction,
     PeerHello,
     Refused,
 )
@@ -76,9 +76,9 @@ class Link(asyncio.BufferedProtocol):
         self.node = node
         self.initiator = initiator
         self.handshake = Handshake(
-            initiator=initiator, me=node.info, cookie=node.cookie, expect=expect
+            initiator=initiator, me=node.introduction, cookie=node.cookie, expect=expect
         )
-        self.peer: NodeInfo | None = None
+        self.peer: Introduction | None = None
         self.peer_address = "?"  # the socket's remote address, for logs
         self.transport: asyncio.Transport | None = None
         self.established: asyncio.Future[None] = node.loop.create_future()

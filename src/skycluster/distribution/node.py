@@ -22,12 +22,14 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from skycluster._backoff import Backoff
+from skycluster._counters import Counters
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
 from skycluster.distribution import frame_types
 from skycluster.distribution.busywait import BusyWait
 from skycluster.distribution.frame_types import PEERS
-from skycluster.distribution.handshake import NodeInfo, RejectReason
+from skycluster.distribution.handshake import Introduction, RejectReason
 from skycluster.distribution.hooks import FrameHandler, LinkListener, NoListener
 from skycluster.distribution.link import READ_SIZE, Link, LinkRefused
 from skycluster.errors import NodeUnreachable, StartError
@@ -48,7 +50,7 @@ class Node:
     Owns the listening socket, every connection (``connections``) and the
     established link to each peer (``links``, one per peer), the dials under way,
     the heartbeats, the full mesh (what each peer says it is linked to), the
-    addresses learnt, the counters (``stats``, ``traffic``) and the telemetry of
+    addresses learnt, the counters (``counters``, ``traffic``) and the telemetry of
     all that, and the read buffer its links share. Moves frames but knows none
     of the layers above: they register a handler per range of frame types
     (:meth:`handle_frames`) and a listener of link life (:meth:`listen_links`).
@@ -64,7 +66,7 @@ class Node:
         self.links: dict[str, Link] = {}
         self.connections: set[Link] = set()  # every open connection, authenticated or not
         self.addresses: dict[str, tuple[str, int]] = {}
-        self.stats: dict[str, int] = {}
+        self.counters = Counters()  # every layer's, read by Cluster.stats()
         self.telemetry = Telemetry(parent=GLOBAL)  # see skycluster.telemetry for the events
         self.traffic = Traffic()
         self.read_buffer = memoryview(bytearray(READ_SIZE))  # shared by the links (link.py)
@@ -83,10 +85,10 @@ class Node:
         # Names each peer said it is linked to (PEERS), and when to dial each next.
         self._peer_lists: dict[str, frozenset[str]] = {}
         self._mesh_names: dict[str, NodeName] = {}
-        self._mesh_retry: dict[str, tuple[float, float]] = {}  # ident -> (next try, backoff)
+        self._mesh_retry: dict[str, tuple[float, Backoff]] = {}  # ident -> (next try, backoff)
         self._last_mesh_check = 0.0
         self.port = 0
-        self.info = NodeInfo(
+        self.introduction = Introduction(
             self.name, self.creation, settings.hidden, None, dict(settings.metadata)
         )
         self.loop = asyncio.get_running_loop()
@@ -121,7 +123,7 @@ class Node:
                 ) from None
             raise StartError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         self.port = self._server.sockets[0].getsockname()[1]
-        self.info = NodeInfo(
+        self.introduction = Introduction(
             self.name,
             self.creation,
             settings.hidden,
@@ -300,7 +302,7 @@ class Node:
                 waiter.set_result(None)
 
     def _dial_failed(self, ident: str, where: str, why: str) -> None:
-        self._count("dial_failures")  # logged by skycluster.logs, from connect.error
+        self.counters.add("dial_failures")  # logged by skycluster.ops.logs, from connect.error
         self.last_dial_error[ident] = f"{why} ({where})"  # for NodeUnreachable messages
 
     # -- callbacks from links -------------------------------------------------
@@ -310,13 +312,13 @@ class Node:
             self._stopping
             or sum(1 for c in self.connections if not c.up) >= self.settings.max_handshakes
         ):
-            self._count("handshakes_refused_busy")
+            self.counters.add("handshakes_refused_busy")
             log.warning("refusing connection from %s: too many handshakes", link.peer_address)
             link.abort()
             return
         self.connections.add(link)
 
-    def admit(self, peer: NodeInfo, link: Link) -> RejectReason | None:
+    def admit(self, peer: Introduction, link: Link) -> RejectReason | None:
         """Acceptor side: may this (not yet authenticated) peer go on?"""
         reason = self._admission(peer)
         if reason is None:
@@ -325,7 +327,7 @@ class Node:
             self._accepting[peer.name.identity] = link
         return reason
 
-    def _admission(self, peer: NodeInfo) -> RejectReason | None:
+    def _admission(self, peer: Introduction) -> RejectReason | None:
         ident = peer.name.identity
         if self._stopping:
             return RejectReason.BUSY
@@ -363,7 +365,7 @@ class Node:
         if peer.address:
             with contextlib.suppress(ValueError):
                 self.addresses[ident] = parse_address(peer.address)
-        self._count("links_up")
+        self.counters.add("links_up")
         self._mesh_retry.pop(ident, None)
         self.emit(
             "link.up",
@@ -395,7 +397,7 @@ class Node:
             self._peer_lists.pop(ident, None)
             # Peers still list it until their next PEERS: let them catch up before the
             # mesh dials it again (a node that left is not "unreachable").
-            self._mesh_retry[ident] = (time.monotonic() + 3 * _MESH_CHECK, 0.5)
+            self._mesh_retry[ident] = (time.monotonic() + 3 * _MESH_CHECK, _mesh_backoff())
             self._publish_down(link, reason)
 
     def peers_received(self, link: Link, names: list[str]) -> None:
@@ -406,7 +408,7 @@ class Node:
             try:
                 name = NodeName.parse(text)
             except InvalidNodeName:
-                self._count("bad_peer_names")
+                self.counters.add("bad_peer_names")
                 continue
             if name.identity != self.identity:
                 listed.add(name.identity)
@@ -426,10 +428,10 @@ class Node:
         for ident in wanted:
             if ident in self.links or ident in self._dialling or self._stopping:
                 continue
-            due, backoff = self._mesh_retry.get(ident, (0.0, 0.5))
+            due, backoff = self._mesh_retry.get(ident) or (0.0, _mesh_backoff())
             if now < due:
                 continue
-            self._mesh_retry[ident] = (now + backoff, min(backoff * 2, 30.0))
+            self._mesh_retry[ident] = (now + backoff.next(), backoff)
             self._tasks.spawn(self.connect(self._mesh_names[ident]), name=f"mesh {ident}")
 
     def _send_peers(self, link: Link) -> None:
@@ -439,9 +441,9 @@ class Node:
         link.send([PEERS, peers])
 
     def handshake_failed(self, link: Link, why: str) -> None:
-        self._count("handshakes_failed")
+        self.counters.add("handshakes_failed")
         claimed = link.handshake.peer.name.identity if link.handshake.peer else None
-        self.emit(  # logged (rate-limited per cause) by skycluster.logs
+        self.emit(  # logged (rate-limited per cause) by skycluster.ops.logs
             "handshake.rejected",
             {},
             peer_address=link.peer_address,
@@ -451,7 +453,7 @@ class Node:
         )
 
     def protocol_error(self, link: Link, why: str) -> None:
-        self._count("protocol_errors")
+        self.counters.add("protocol_errors")
         log.warning("closing link to %s: %s", link.identity or link.peer_address, why)
 
     # -- heartbeats -----------------------------------------------------------
@@ -468,13 +470,13 @@ class Node:
             if now - due >= interval:
                 # The loop ran nothing for a heartbeat interval or more: our pings
                 # were late too, and peers may have reported us down meanwhile.
-                self._count("loop_stalls")
+                self.counters.add("loop_stalls")
                 self.emit("loop.stall", {"seconds": now - due}, shared=self.settings.shared_loop)
             for link in list(self.links.values()):
                 if link.reading_paused:  # we stopped reading it: its bytes wait for us
                     link.last_received = now
                 if now - link.last_received > timeout:
-                    self._count("heartbeat_timeouts")
+                    self.counters.add("heartbeat_timeouts")
                     silence = {"silence": now - link.last_received}
                     self.emit("heartbeat.timeout", silence, peer=link.identity)
                     link.down_reason = DownReason.HEARTBEAT_TIMEOUT
@@ -518,11 +520,8 @@ class Node:
         self.emit("link.down", lasted, peer=ident, reason=reason.value, hidden=link.peer.hidden)
         if link.peer.hidden:
             return
-        self._count(f"links_down_{reason.value}")
+        self.counters.add(f"links_down_{reason.value}")
         self.bus.publish(NodeDown(ident, reason))
-
-    def _count(self, key: str) -> None:
-        self.stats[key] = self.stats.get(key, 0) + 1
 
     def emit(self, event: str, measurements: dict[str, float], **metadata: Any) -> None:
         """A telemetry event (see :mod:`skycluster.telemetry`), tagged with this node."""
@@ -536,6 +535,11 @@ class Traffic:
 
     def __init__(self) -> None:
         self.bytes_in = self.bytes_out = self.frames_in = self.frames_out = 0
+
+
+def _mesh_backoff() -> Backoff:
+    """Pauses between the mesh's dials of one node: 0.5 s, doubling up to 30 s."""
+    return Backoff(0.5, 30.0)
 
 
 def _describe(exc: BaseException) -> str:

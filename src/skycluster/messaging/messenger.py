@@ -307,7 +307,7 @@ class Messenger:
         settings = node.settings
         self.max_message_size = settings.max_message_size
         self.send_buffer_size = settings.send_buffer_size
-        self.stats = node.stats
+        self.counters = node.counters
         self.channels: dict[str, Channel] = {}
         self.by_address: dict[str, Channel] = {}  # a name as the application wrote it
         self.mailboxes: dict[str, Mailbox] = {}
@@ -727,7 +727,7 @@ class Messenger:
     # -- helpers ----------------------------------------------------------------
 
     def count(self, key: str, n: int = 1) -> None:
-        self.stats[key] = self.stats.get(key, 0) + n
+        self.counters.add(key, n)
 
     def _log_once(self, key: str, message: str, *args: Any) -> None:
         if key in self._logged:

@@ -66,7 +66,6 @@ class HttpServer:
         self.metrics = metrics
         self.settings = settings
         self.port = 0
-        self.stats: dict[str, int] = {}
         self._server: asyncio.Server | None = None
         self._tasks = TaskSet(log)
         self._writers: set[asyncio.StreamWriter] = set()
@@ -93,14 +92,11 @@ class HttpServer:
         if self._server is not None:
             await self._server.wait_closed()
 
-    def _count(self, key: str) -> None:
-        self.stats[key] = self.stats.get(key, 0) + 1
-
     # -- a connection ---------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._writers) >= self.settings.max_connections:
-            self._count("http_refused_busy")
+            self.node.counters.add("http_refused_busy")
             writer.write(response(503, b"too many connections\n"))
             await _linger(reader, writer)
             writer.transport.close()
@@ -119,13 +115,13 @@ class HttpServer:
             try:
                 request = await self._read_request(reader)
             except HttpError as exc:
-                self._count(f"http_rejected_{exc.status}")
+                self.node.counters.add(f"http_rejected_{exc.status}")
                 writer.write(response(exc.status, f"{exc.detail}\n".encode()))
                 await _linger(reader, writer)
                 return
             if request is None:
                 return
-            self._count("http_requests")
+            self.node.counters.add("http_requests")
             await self._route(request, reader, writer)
         except (ConnectionError, OSError):
             pass
@@ -153,7 +149,7 @@ class HttpServer:
         self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         if self._check_host and not _local_host(request.headers.get("host")):
-            self._count("http_rejected_host")
+            self.node.counters.add("http_rejected_host")
             writer.write(response(403, HOST_REFUSED))
             return
         if request.method not in ("GET", "HEAD"):
@@ -202,7 +198,7 @@ class HttpServer:
 
     async def _events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._streams >= self.settings.max_streams:
-            self._count("http_events_refused")
+            self.node.counters.add("http_events_refused")
             writer.write(response(503, b"too many event streams\n"))
             return
         sock = writer.get_extra_info("socket")
@@ -232,7 +228,7 @@ class HttpServer:
                     record = event_record(event)
                     writer.write(_sse(record.pop("event"), record))
                 if writer.transport.get_write_buffer_size() > self.settings.max_stream_buffer:
-                    self._count("http_events_dropped")
+                    self.node.counters.add("http_events_dropped")
                     log.info("dropping an /events client that stopped reading")
                     writer.transport.abort()
                     return

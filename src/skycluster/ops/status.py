@@ -45,7 +45,7 @@ def node_status(node: Node) -> dict[str, Any]:
         )
     return {
         "node": node.identity,
-        "address": node.info.address,
+        "address": node.introduction.address,
         "hidden": node.settings.hidden,
         "metadata": dict(node.settings.metadata),
         "started": node.started,

@@ -119,8 +119,7 @@ class StrategyContext:
 
     def count(self, key: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``key`` in ``Cluster.stats()``."""
-        stats = self._node.stats
-        stats[key] = stats.get(key, 0) + n
+        self._node.counters.add(key, n)
 
 
 def _async(function: Callable[[str], bool]) -> DisconnectHook:
