@@ -110,10 +110,11 @@ class Link(asyncio.BufferedProtocol):
         peername = transport.get_extra_info("peername")
         if peername:
             self.peer_address = f"{peername[0]}:{peername[1]}"
+        if not self.node.connection_opened(self):
+            return  # refused: no handshake timer, nothing sent
         self._timer = self.node.loop.call_later(
             self.node.settings.handshake_timeout, self._handshake_timed_out
         )
-        self.node.connection_opened(self)
         if self.initiator:
             transport.write(self.handshake.initiate())
 

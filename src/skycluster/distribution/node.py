@@ -24,6 +24,7 @@ from typing import Any
 
 from skycluster._backoff import Backoff
 from skycluster._counters import Counters
+from skycluster._ratelimit import RateLimit
 from skycluster._tasks import TaskSet
 from skycluster.config import NodeSettings
 from skycluster.distribution import frame_types
@@ -65,6 +66,8 @@ class Node:
         self.creation = int.from_bytes(os.urandom(8), "big") >> 1
         self.links: dict[str, Link] = {}
         self.connections: set[Link] = set()  # every open connection, authenticated or not
+        self._handshaking: set[Link] = set()  # the connections not authenticated yet
+        self._refusals = RateLimit(burst=5, window=60.0)  # log lines about refused connections
         self.addresses: dict[str, tuple[str, int]] = {}
         self.counters = Counters()  # every layer's, read by Cluster.stats()
         self.telemetry = Telemetry(parent=GLOBAL)  # see skycluster.telemetry for the events
@@ -307,16 +310,25 @@ class Node:
 
     # -- callbacks from links -------------------------------------------------
 
-    def connection_opened(self, link: Link) -> None:
+    def connection_opened(self, link: Link) -> bool:
+        """A new connection; False when it was refused (aborted) before any handshake
+        work, which a flood of connections must not be able to make expensive."""
         if not link.initiator and (
-            self._stopping
-            or sum(1 for c in self.connections if not c.up) >= self.settings.max_handshakes
+            self._stopping or len(self._handshaking) >= self.settings.max_handshakes
         ):
             self.counters.add("handshakes_refused_busy")
-            log.warning("refusing connection from %s: too many handshakes", link.peer_address)
+            self._refusals.log(
+                log,
+                logging.WARNING,
+                "busy",
+                "refusing connection from %s: too many handshakes",
+                link.peer_address,
+            )
             link.abort()
-            return
+            return False
         self.connections.add(link)
+        self._handshaking.add(link)
+        return True
 
     def admit(self, peer: Introduction, link: Link) -> RejectReason | None:
         """Acceptor side: may this (not yet authenticated) peer go on?"""
@@ -350,6 +362,7 @@ class Node:
     def link_up(self, link: Link) -> bool:
         """An authenticated link; False refuses it (duplicate)."""
         assert link.peer is not None
+        self._handshaking.discard(link)
         peer = link.peer
         ident = peer.name.identity
         existing = self.links.get(ident)
@@ -387,6 +400,7 @@ class Node:
 
     def connection_closed(self, link: Link, reason: DownReason) -> None:
         self.connections.discard(link)
+        self._handshaking.discard(link)
         claimed = link.handshake.peer.name.identity if link.handshake.peer else None
         if claimed is not None and self._accepting.get(claimed) is link:
             del self._accepting[claimed]
