@@ -17,13 +17,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TextIO
 
 from skycluster import __version__, config
-from skycluster.cluster import Cluster, topologies_from
-from skycluster.config import Option
+from skycluster.cluster import Cluster
+from skycluster.config import OPTIONS, Option
 from skycluster.distribution import portmapper
+from skycluster.distribution.settings import PortMapperSettings
 from skycluster.errors import ConfigError, NodeUnreachable, StartError
 from skycluster.events import event_record
 from skycluster.ops import logs, members
-from skycluster.strategy import BUILTIN, strategy_class
+from skycluster.strategy import BUILTIN, STRATEGY, strategy_class, topologies_from
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -65,7 +66,7 @@ def _selected_strategies(argv: Sequence[str], environ: Mapping[str, str]) -> lis
         elif arg.startswith("--strategy="):
             spec = arg.partition("=")[2]
     if not spec:
-        found = config.env_value(environ, ("SKYCLUSTER_STRATEGY", "LIBCLUSTER_STRATEGY"))
+        found = config.env_value(environ, STRATEGY.env)
         spec = found[1] if found else ""
     return [part.strip() for part in spec.split(",") if part.strip()]
 
@@ -87,32 +88,32 @@ def _foreign_flags(extras: Sequence[str]) -> str | None:
     return None
 
 
+def option_help(option: Option) -> str:
+    """An option's --help line: what it does, its default (from the table), its variables."""
+    shown = option.help_default
+    default = f" [{shown}]" if shown is not None else ""
+    listed = ", comma separated" if option.multiple else ""
+    return f"{option.help}{default} (env {', '.join(option.env)}{listed})"
+
+
 def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option], title: str) -> None:
     group = parser.add_argument_group(title)
     for option in options:
-        env = ", ".join(option.env)
         if option.parse is config.parse_bool:
             group.add_argument(
                 option.flag,
                 dest=option.key,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"{option.help} (env {env})",
-            )
-        elif option.multiple:
-            group.add_argument(
-                option.flag,
-                dest=option.key,
-                action="append",
-                metavar=option.metavar or option.key.upper(),
-                help=f"{option.help} (env {env}, comma separated)",
+                help=option_help(option),
             )
         else:
             group.add_argument(
                 option.flag,
                 dest=option.key,
+                action="append" if option.multiple else "store",
                 metavar=option.metavar or option.key.upper(),
-                help=f"{option.help} (env {env})",
+                help=option_help(option),
             )
 
 
@@ -148,13 +149,7 @@ def build_parser(strategies: Sequence[str] | None = None) -> argparse.ArgumentPa
         "(NodeUp/NodeDown) as they happen. SIGTERM or SIGINT leave gracefully.",
     )
     _add_options(agent, config.NODE_OPTIONS, "node")
-    discovery = agent.add_argument_group("discovery")
-    discovery.add_argument(
-        "--strategy",
-        metavar="NAME[,NAME]",
-        help=f"strategies to run: {', '.join(BUILTIN)} or module:Class "
-        "(env SKYCLUSTER_STRATEGY, LIBCLUSTER_STRATEGY)",
-    )
+    _add_options(agent, [STRATEGY], "discovery")
     _add_options(agent, _strategy_options(strategies), "strategy options")
     output = agent.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -166,7 +161,7 @@ def build_parser(strategies: Sequence[str] | None = None) -> argparse.ArgumentPa
         description="Ask HOST's port mapper (skycluster's or Erlang's epmd) for its nodes.",
     )
     names.add_argument("host", nargs="?", default="127.0.0.1", help="host to ask [127.0.0.1]")
-    names.add_argument("--epmd-port", metavar="PORT", help=EPMD_PORT_HELP)
+    names.add_argument("--epmd-port", metavar="PORT", help=option_help(OPTIONS["epmd_port"]))
     names.add_argument("--timeout", metavar="S", default="2", help="seconds to wait [2]")
     names.add_argument("--json", action="store_true", help="print a JSON array")
 
@@ -177,13 +172,14 @@ def build_parser(strategies: Sequence[str] | None = None) -> argparse.ArgumentPa
         description="Serve the EPMD protocol for the nodes on this host, as a daemon would. "
         "Nodes also start one on their own when none runs.",
     )
-    epmd.add_argument("--epmd-port", metavar="PORT", help=EPMD_PORT_HELP)
+    epmd.add_argument("--epmd-port", metavar="PORT", help=option_help(OPTIONS["epmd_port"]))
+    served = PortMapperSettings()
     epmd.add_argument(
         "--bind",
         metavar="HOST",
-        default=os.environ.get("SKYCLUSTER_EPMD_BIND", "127.0.0.1"),
-        help="address to listen on; 0.0.0.0 for every interface [127.0.0.1] "
-        "(env SKYCLUSTER_EPMD_BIND)",
+        default=os.environ.get(OPTIONS["epmd_bind"].env[0], served.bind),
+        help=f"address to listen on; 0.0.0.0 for every interface [{served.bind}] "
+        f"(env {OPTIONS['epmd_bind'].env[0]})",
     )
     members = commands.add_parser(
         "members",
@@ -201,14 +197,9 @@ def build_parser(strategies: Sequence[str] | None = None) -> argparse.ArgumentPa
     return parser
 
 
-EPMD_PORT_HELP = "port mapper port [4369] (env SKYCLUSTER_EPMD_PORT, ERL_EPMD_PORT)"
-
-
 def _epmd_port(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.epmd_port is not None:
-        return int(
-            config.Option("epmd_port", config.parse_port, "").convert(args.epmd_port, "--epmd-port")
-        )
+        return int(OPTIONS["epmd_port"].convert(args.epmd_port, "--epmd-port"))
     try:
         return portmapper.epmd_port_from_env(environ)
     except ValueError as exc:
@@ -249,7 +240,7 @@ async def _epmd(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = portmapper.PortMapperServer(portmapper.PortMapperConfig(host=args.bind, port=port))
+    server = portmapper.PortMapperServer(PortMapperSettings(port=port, bind=args.bind))
     try:
         await server.start()
     except OSError as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import importlib.util
 import logging
 import os
 import time
@@ -19,11 +18,9 @@ from typing import Any, Literal, TypeVar, overload
 
 from skycluster import _blocking, config
 from skycluster._tasks import TaskSet
-from skycluster.config import NodeSettings, TLSFiles
+from skycluster.config import DEFAULTS
 from skycluster.cookie import load_cookie
-from skycluster.distribution.portmapper import epmd_port_from_env
-from skycluster.distribution.registration import PortMapperSettings
-from skycluster.errors import ConfigError, StartError
+from skycluster.errors import StartError
 from skycluster.events import (
     DEFAULT_QUEUE_SIZE,
     AsyncSubscription,
@@ -34,9 +31,9 @@ from skycluster.events import (
     SyncSubscription,
 )
 from skycluster.messaging.api import Messaging
-from skycluster.names import NodeName, format_address, is_loopback, parse_address
+from skycluster.names import NodeName, format_address
 from skycluster.runtime import SHARED_NEEDS_A_LOOP, Runtime
-from skycluster.strategy import Strategy, Topology, strategy_class, topology_name
+from skycluster.strategy import Strategy, Topology, check_topologies, topologies_from
 
 log = logging.getLogger("skycluster")
 
@@ -55,97 +52,79 @@ class Cluster(Messaging):
 
     def __init__(
         self,
-        name: str | None = None,
+        name: str | None = DEFAULTS["name"],
         *,
-        cookie: str | bytes | None = None,
+        cookie: str | bytes | None = DEFAULTS["cookie"],
         topologies: Mapping[str, Strategy | Topology] | None = None,
-        listen: str | None = None,
-        dist_port: int | None = None,
-        heartbeat_interval: float = 1.0,
-        heartbeat_timeout: float = 3.0,
-        handshake_timeout: float = 5.0,
-        connect_timeout: float = 5.0,
-        full_mesh: bool = True,
-        hidden: bool = False,
-        metadata: Mapping[str, Any] | None = None,
-        tls_cert: str | None = None,
-        tls_key: str | None = None,
-        tls_ca: str | None = None,
-        max_frame_size: int = 8 * 1024 * 1024,
-        max_message_size: int = 64 * 1024 * 1024,
-        send_buffer_size: int = 4 * 1024 * 1024,
-        port_mapper: bool = True,
-        epmd_port: int | None = None,
-        epmd_bind: str | None = None,
-        strategy_restart_backoff: tuple[float, float] = (0.5, 30.0),
-        http: str | None = None,
-        min_nodes: int = 0,
-        node_loop: str = "auto",
-        busy_wait: float = 0.0,
+        listen: str | None = DEFAULTS["listen"],
+        dist_port: int | None = DEFAULTS["dist_port"],
+        heartbeat_interval: float = DEFAULTS["heartbeat_interval"],
+        heartbeat_timeout: float = DEFAULTS["heartbeat_timeout"],
+        handshake_timeout: float = DEFAULTS["handshake_timeout"],
+        connect_timeout: float = DEFAULTS["connect_timeout"],
+        full_mesh: bool = DEFAULTS["full_mesh"],
+        hidden: bool = DEFAULTS["hidden"],
+        metadata: Mapping[str, Any] | None = DEFAULTS["metadata"],
+        tls_cert: str | None = DEFAULTS["tls_cert"],
+        tls_key: str | None = DEFAULTS["tls_key"],
+        tls_ca: str | None = DEFAULTS["tls_ca"],
+        max_frame_size: int = DEFAULTS["max_frame_size"],
+        max_message_size: int = DEFAULTS["max_message_size"],
+        send_buffer_size: int = DEFAULTS["send_buffer_size"],
+        port_mapper: bool = DEFAULTS["port_mapper"],
+        epmd_port: int | None = DEFAULTS["epmd_port"],
+        epmd_bind: str | None = DEFAULTS["epmd_bind"],
+        strategy_restart_backoff: tuple[float, float] = DEFAULTS["strategy_restart_backoff"],
+        http: str | None = DEFAULTS["http"],
+        min_nodes: int = DEFAULTS["min_nodes"],
+        node_loop: str = DEFAULTS["node_loop"],
+        busy_wait: float = DEFAULTS["busy_wait"],
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        """Check the options and build the node's settings; nothing runs until :meth:`start`.
+
+        The options, their defaults, help and checks are one table,
+        :data:`skycluster.config.OPTIONS`; the CLI and ``SKYCLUSTER_*`` variables come
+        from it too. The parameters are spelled out here, typed, so that type checkers
+        (``mypy --strict``) and editors check and complete each call; their defaults are
+        read from the table (``DEFAULTS[...]``) rather than written twice, and
+        ``help(Cluster)`` shows their values. A bad value raises ConfigError naming
+        the option, the value and the accepted form.
+        """
         environ = os.environ if environ is None else environ
-        node_name = NodeName.parse(
-            name or environ.get("SKYCLUSTER_NAME") or f"node{os.getpid()}@127.0.0.1"
+        self.settings = config.node_settings(
+            {
+                "name": name,
+                "listen": listen,
+                "dist_port": dist_port,
+                "heartbeat_interval": heartbeat_interval,
+                "heartbeat_timeout": heartbeat_timeout,
+                "handshake_timeout": handshake_timeout,
+                "connect_timeout": connect_timeout,
+                "full_mesh": full_mesh,
+                "hidden": hidden,
+                "metadata": metadata,
+                "tls_cert": tls_cert,
+                "tls_key": tls_key,
+                "tls_ca": tls_ca,
+                "max_frame_size": max_frame_size,
+                "max_message_size": max_message_size,
+                "send_buffer_size": send_buffer_size,
+                "port_mapper": port_mapper,
+                "epmd_port": epmd_port,
+                "epmd_bind": epmd_bind,
+                "http": http,
+                "min_nodes": min_nodes,
+                "node_loop": node_loop,
+                "busy_wait": busy_wait,
+            },
+            environ,
         )
-        _positive("heartbeat_interval", heartbeat_interval)
-        _positive("heartbeat_timeout", heartbeat_timeout)
-        _positive("handshake_timeout", handshake_timeout)
-        _positive("connect_timeout", connect_timeout)
-        if heartbeat_timeout <= heartbeat_interval:
-            raise ConfigError(
-                f"{_spelled('heartbeat_timeout')} ({heartbeat_timeout}) must be longer than "
-                f"{_spelled('heartbeat_interval')} ({heartbeat_interval}), "
-                "or every link would time out"
-            )
-        if dist_port is not None and not 0 < dist_port < 65536:
-            raise ConfigError(f"dist_port must be a port from 1 to 65535, got {dist_port!r}")
-        tls_given = [tls_cert, tls_key, tls_ca]
-        if any(tls_given) and not all(tls_given):
-            raise ConfigError("TLS needs all three of tls_cert, tls_key and tls_ca")
-        listen_host, listen_port = _listen_address(node_name, listen, dist_port)
-        http_address, metadata = _operations(http, min_nodes, metadata)
-        _check_node_loop(node_loop)
-        _check_busy_wait(busy_wait, node_loop)
         self._cookie = load_cookie(cookie, environ)
-        self.settings = NodeSettings(
-            name=node_name,
-            listen_host=listen_host,
-            listen_port=listen_port,
-            dist_port=dist_port,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
-            handshake_timeout=handshake_timeout,
-            connect_timeout=connect_timeout,
-            full_mesh=full_mesh,
-            hidden=hidden,
-            max_frame_size=max_frame_size,
-            max_message_size=max_message_size,
-            send_buffer_size=send_buffer_size,
-            metadata=metadata,
-            http=http_address,
-            min_nodes=min_nodes,
-            node_loop=node_loop,
-            busy_wait=float(busy_wait),
-            tls=TLSFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key and tls_ca else None,
-            port_mapper=_port_mapper_settings(
-                port_mapper, epmd_port, epmd_bind, listen_host, environ
-            ),
+        self.topologies: dict[str, Topology] = check_topologies(topologies)
+        self._restart_backoff = config.OPTIONS["strategy_restart_backoff"].checked(
+            strategy_restart_backoff
         )
-        self.topologies: dict[str, Topology] = {
-            key: value if isinstance(value, Topology) else Topology(value)
-            for key, value in (topologies or {}).items()
-        }
-        for key, topology in self.topologies.items():
-            if not isinstance(topology.strategy, Strategy):
-                raise ConfigError(f"topology {key!r}: {topology.strategy!r} is not a Strategy")
-        initial, maximum = strategy_restart_backoff
-        if not 0 < initial <= maximum:
-            raise ConfigError(
-                "strategy_restart_backoff must be (initial, maximum) seconds with "
-                f"0 < initial <= maximum, got {strategy_restart_backoff!r}"
-            )
-        self._restart_backoff = strategy_restart_backoff
         self._bus = EventBus()
         self._runtime: Runtime | None = None
         self._callbacks: TaskSet | None = None
@@ -433,136 +412,6 @@ async def _dispatch(subscription: AsyncSubscription, callback: EventCallback) ->
                 await result
         except Exception:
             log.exception("event callback %r failed on %s", callback, event)
-
-
-def topologies_from(
-    environ: Mapping[str, str], flags: Mapping[str, Any] | None = None
-) -> dict[str, Strategy | Topology]:
-    """Strategies named by ``--strategy`` / ``SKYCLUSTER_STRATEGY`` /
-    ``LIBCLUSTER_STRATEGY`` (comma separated), each configured from its own options."""
-    flags = flags or {}
-    spec = flags.get("strategy")
-    source = "--strategy"
-    if not spec:
-        found = config.env_value(environ, ("SKYCLUSTER_STRATEGY", "LIBCLUSTER_STRATEGY"))
-        if found is None:
-            return {}
-        source, spec = f"environment variable {found[0]}", found[1]
-    topologies: dict[str, Strategy | Topology] = {}
-    for part in str(spec).split(","):
-        if not part.strip():
-            continue
-        try:
-            cls = strategy_class(part)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-        values = config.resolve(cls.options, environ, flags)
-        try:
-            strategy = cls.from_options(values)
-        except TypeError as exc:
-            missing = ", ".join(o.flag for o in cls.options)
-            raise ConfigError(
-                f"strategy {part.strip()!r} is missing options ({exc}); its options: {missing}"
-            ) from None
-        topologies[topology_name(part, cls)] = strategy
-    return topologies
-
-
-def _port_mapper_settings(
-    enabled: bool,
-    port: int | None,
-    bind: str | None,
-    listen_host: str,
-    environ: Mapping[str, str],
-) -> PortMapperSettings | None:
-    if not enabled:
-        return None
-    if port is None:
-        try:
-            port = epmd_port_from_env(environ)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    elif not 0 < port < 65536:
-        raise ConfigError(f"epmd_port must be a port from 1 to 65535, got {port!r}")
-    if bind is None:
-        # One port mapper per host, reached over loopback by the nodes of the host:
-        # a node that listens on loopback only keeps it there; any other serves it on
-        # every interface (as epmd does), so that other hosts can ask it.
-        bind = "127.0.0.1" if is_loopback(listen_host) else "0.0.0.0"
-    return PortMapperSettings(port=port, bind=bind)
-
-
-def _operations(
-    http: str | None, min_nodes: int, metadata: Mapping[str, Any] | None
-) -> tuple[tuple[str, int] | None, dict[str, Any]]:
-    """Check the operations options: the HTTP address, min_nodes and the metadata size."""
-    address = None
-    if http is not None:
-        try:
-            address = config.http_address(http)
-        except ValueError as exc:
-            raise ConfigError(f"{_spelled('http')}: {exc}") from None
-    if not isinstance(min_nodes, int) or isinstance(min_nodes, bool) or min_nodes < 0:
-        raise ConfigError(f"{_spelled('min_nodes')} must be a whole number >= 0, got {min_nodes!r}")
-    try:
-        checked = config.check_metadata(metadata or {})
-    except ValueError as exc:
-        raise ConfigError(f"{_spelled('metadata')}: {exc}") from None
-    return address, checked
-
-
-def _check_node_loop(node_loop: str) -> None:
-    if node_loop not in config.NODE_LOOPS:
-        raise ConfigError(
-            f"{_spelled('node_loop')} must be auto, asyncio, uvloop or shared, got {node_loop!r}"
-        )
-    if node_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
-        raise ConfigError(
-            f"{_spelled('node_loop')} is uvloop, which is not installed: "
-            "pip install 'skycluster[fast]', or use auto or asyncio"
-        )
-
-
-def _check_busy_wait(busy_wait: float, node_loop: str) -> None:
-    try:
-        if isinstance(busy_wait, bool) or not isinstance(busy_wait, int | float):
-            raise ValueError("expected a number of seconds")
-        config.check_busy_wait(busy_wait)
-    except ValueError as exc:
-        raise ConfigError(f"{_spelled('busy_wait')}: {exc}, got {busy_wait!r}") from None
-    if busy_wait and node_loop != "shared":
-        # Measured: a polling node thread takes the GIL from the application's thread
-        # over and over; the median round trip did not improve and its tail grew.
-        raise ConfigError(
-            f"{_spelled('busy_wait')} needs node_loop='shared' (--node-loop shared): a node "
-            "thread that polls competes with the application's thread for the GIL"
-        )
-
-
-def _spelled(key: str) -> str:
-    """An option as the user may have written it: keyword, flag or variable."""
-    return f"{key} (--{key.replace('_', '-')}, {config.ENV_PREFIX}{key.upper()})"
-
-
-def _positive(option: str, value: float) -> None:
-    if not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{_spelled(option)} must be a positive number of seconds, got {value!r}")
-
-
-def _listen_address(name: NodeName, listen: str | None, dist_port: int | None) -> tuple[str, int]:
-    if listen is not None:
-        try:
-            return parse_address(listen)
-        except ValueError as exc:
-            raise ConfigError(f"listen: {exc}") from None
-    if name.is_ip:
-        host = name.host
-    elif name.host == "localhost":
-        host = "127.0.0.1"
-    else:
-        host = ""  # a hostname: every interface
-    port = name.port or dist_port or 0
-    return host, port
 
 
 __all__ = ["Cluster", "EventCallback", "StartError", "topologies_from"]

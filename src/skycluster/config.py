@@ -1,65 +1,41 @@
-"""Settings: one typed dataclass for the node, and the table that maps every
-option to its CLI flag and environment variables (derived here, once).
+"""Settings: the one table of options, their defaults and their checks.
+
+Every option a user writes is one :class:`Option`: its keyword argument of
+:class:`~skycluster.Cluster`, its default, its help, how its text is parsed (a
+``--flag`` or an environment variable) and how a program's value is checked. From
+the table come ``Cluster``'s keyword defaults (:data:`DEFAULTS`), ``Cluster.from_env``
+and the environment (:func:`resolve`), the CLI's flags and the defaults its help
+shows. :func:`node_settings` checks a set of values and builds the
+:class:`~skycluster.distribution.settings.NodeSettings` the node runs on.
 
 An option ``heartbeat_interval`` is ``--heartbeat-interval`` on the command
 line and ``SKYCLUSTER_HEARTBEAT_INTERVAL`` in the environment; some also honour
 the seed project's ``LIBCLUSTER_*`` names. Precedence: flag, then environment,
-then the default written next to the field.
+then the default in the table.
+
+Layering: this module sits above the distribution layer (it builds its settings)
+and below the strategies (they declare their options with :class:`Option`);
+checks that need the strategies (``topologies``) live in :mod:`skycluster.strategy`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
-from skycluster.distribution.registration import PortMapperSettings
+from skycluster.distribution.epmd_protocol import EPMD_DEFAULT_PORT
+from skycluster.distribution.portmapper import epmd_port_from_env
+from skycluster.distribution.settings import NodeSettings, PortMapperSettings, TLSFiles
 from skycluster.errors import ConfigError
-from skycluster.names import NodeName, parse_address
+from skycluster.names import NodeName, is_loopback, parse_address
 
 ENV_PREFIX = "SKYCLUSTER_"
-
-
-@dataclass(frozen=True, slots=True)
-class TLSFiles:
-    """PEM files for mutually verified TLS on links."""
-
-    cert: str  # this node's certificate chain
-    key: str  # its private key
-    ca: str  # the CA that signs every member's certificate
-
-
-@dataclass(frozen=True, slots=True)
-class NodeSettings:
-    name: NodeName
-    listen_host: str  # address the listener binds
-    listen_port: int  # 0: any free port
-    dist_port: int | None = None  # port of peers named without a port hint
-    heartbeat_interval: float = 1.0  # seconds between heartbeats on a link
-    heartbeat_timeout: float = 3.0  # silence after which a peer is down
-    handshake_timeout: float = 5.0  # a connection must authenticate within this
-    connect_timeout: float = 5.0  # TCP connect plus handshake, when dialling
-    full_mesh: bool = True  # link to the peers of our peers (transitive connect)
-    hidden: bool = False  # link without joining the mesh or being reported
-    max_frame_size: int = 8 * 1024 * 1024  # largest frame accepted on a link
-    max_message_size: int = 64 * 1024 * 1024  # largest message sent or accepted (encoded)
-    send_buffer_size: int = 4 * 1024 * 1024  # bytes queued per link before senders wait
-    max_handshakes: int = 128  # concurrent unauthenticated connections
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    tls: TLSFiles | None = None
-    port_mapper: PortMapperSettings | None = None  # None: neither register nor resolve names
-    http: tuple[str, int] | None = None  # operations endpoint (skycluster.ops); None: off
-    min_nodes: int = 0  # /ready answers 200 once this many peers are linked
-    # the node thread's event loop: auto, asyncio or uvloop; or "shared": no thread,
-    # the node runs on the event loop that starts it (the application's)
-    node_loop: str = "auto"
-    busy_wait: float = 0.0  # seconds the node's loop polls after traffic before it sleeps
-
-    @property
-    def shared_loop(self) -> bool:
-        """The node runs on the application's loop, without a thread of its own."""
-        return self.node_loop == "shared"
+MAX_HANDSHAKES = 128  # concurrent unauthenticated connections per node (not an option)
 
 
 # -- value parsers: each raises ValueError with the accepted form -------------
@@ -217,19 +193,98 @@ def parse_listen(text: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+# -- value checks: a program's values (keyword arguments); ValueError with the accepted form
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_positive_seconds(value: Any) -> Any:
+    if not (_number(value) and value > 0):
+        raise ValueError("expected a positive number of seconds such as 1 or 0.5")
+    return value
+
+
+def check_optional_port(value: Any) -> Any:
+    if value is not None and not (_whole(value) and 0 < value < 65536):
+        raise ValueError("expected a port number from 1 to 65535, or None")
+    return value
+
+
+def check_size(value: Any) -> Any:
+    if not (_whole(value) and value > 0):
+        raise ValueError("expected a whole number of bytes above 0")
+    return value
+
+
+def check_count(value: Any) -> Any:
+    if not (_whole(value) and value >= 0):
+        raise ValueError("expected a whole number >= 0")
+    return value
+
+
+def check_listen(value: Any) -> tuple[str, int] | None:
+    return None if value is None else parse_address(value)
+
+
+def check_http(value: Any) -> tuple[str, int] | None:
+    return None if value is None else http_address(value)
+
+
+def check_optional_metadata(value: Any) -> dict[str, Any]:
+    return check_metadata(value or {})
+
+
+def check_node_loop(value: Any) -> str:
+    if value not in NODE_LOOPS:
+        raise ValueError("must be auto, asyncio, uvloop or shared")
+    if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ValueError(
+            "uvloop is not installed: pip install 'skycluster[fast]', or use auto or asyncio"
+        )
+    return str(value)
+
+
+def check_busy_wait_value(value: Any) -> float:
+    if not _number(value):
+        raise ValueError("expected a number of seconds")
+    check_busy_wait(value)
+    return float(value)
+
+
+def check_backoff(value: Any) -> tuple[float, float]:
+    try:
+        initial, maximum = value
+        valid = _number(initial) and _number(maximum) and 0 < initial <= maximum
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError("expected (initial, maximum) seconds with 0 < initial <= maximum")
+    return float(initial), float(maximum)
+
+
 # -- the option table ---------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Option:
+    """One option: keyword argument, flag and environment variables, default, help, checks."""
+
     key: str  # keyword argument it becomes
-    parse: Callable[[str], Any]
-    help: str
+    parse: Callable[[str], Any] | None  # text (flag, variable) -> value; None: keyword only
+    help: str  # for --help; the default is appended from ``default``
     legacy_env: tuple[str, ...] = ()  # extra variable names, e.g. the seed's LIBCLUSTER_*
     secret: bool = False  # never echo the value
     metavar: str | None = None
-    flag_only: bool = False  # a boolean switch on the command line (--hidden)
     multiple: bool = False  # a list: repeatable flag, comma separated in the environment
+    default: Any = None  # what an unset option means
+    shown_default: str | None = None  # the default in --help when the value does not say it
+    check: Callable[[Any], Any] | None = None  # a program's value -> the value the node uses
 
     @property
     def flag(self) -> str:
@@ -239,7 +294,30 @@ class Option:
     def env(self) -> tuple[str, ...]:
         return (ENV_PREFIX + self.key.upper(), *self.legacy_env)
 
+    @property
+    def spelled(self) -> str:
+        """The option as the user may have written it: keyword, flag or variable."""
+        if self.parse is None:
+            return self.key
+        return f"{self.key} ({self.flag}, {self.env[0]})"
+
+    @property
+    def help_default(self) -> str | None:
+        """The default as --help shows it, or None to show none."""
+        if self.shown_default is not None:
+            return self.shown_default
+        if self.default is None:
+            return None
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
+        if isinstance(self.default, float) and self.default.is_integer():
+            return str(int(self.default))
+        return str(self.default)
+
     def convert(self, value: str, source: str) -> Any:
+        """Text from a flag or a variable, parsed; ConfigError naming ``source``."""
+        if self.parse is None:
+            raise ConfigError(f"{source}: {self.key} can only be set by a program")
         try:
             return self.parse(value)
         except ValueError as exc:
@@ -250,30 +328,89 @@ class Option:
                 reason = reason.replace(form, "(hidden)")
             raise ConfigError(f"{source}: invalid value (hidden): {reason}") from None
 
+    def checked(self, value: Any) -> Any:
+        """A program's value, checked; ConfigError naming the option and the accepted form."""
+        if self.check is None:
+            return value
+        try:
+            return self.check(value)
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            reason = str(exc)
+            quoted = isinstance(value, str) and repr(value) in reason  # a parser's message
+            got = "" if self.secret or quoted else f", got {value!r}"
+            raise ConfigError(f"{self.spelled}: {reason}{got}") from None
 
+
+# Options of the node: a keyword argument of Cluster, a flag of ``skycluster agent``
+# and SKYCLUSTER_* variables.
 NODE_OPTIONS: tuple[Option, ...] = (
     Option("name", parse_name, "node name, name@host or name@host:port", metavar="NAME"),
     Option("cookie", parse_text, "shared secret (prefer the environment)", secret=True),
-    Option("listen", parse_listen, "address to listen on, HOST:PORT", metavar="HOST:PORT"),
-    Option("dist_port", parse_port, "port of nodes named without a port", metavar="PORT"),
-    Option("heartbeat_interval", parse_seconds, "seconds between heartbeats [1]", metavar="S"),
-    Option("heartbeat_timeout", parse_seconds, "silence before a peer is down [3]", metavar="S"),
-    Option("handshake_timeout", parse_seconds, "seconds to authenticate [5]", metavar="S"),
-    Option("connect_timeout", parse_seconds, "seconds to dial a peer [5]", metavar="S"),
-    Option("full_mesh", parse_bool, "link to peers of peers [true]", metavar="BOOL"),
-    Option("hidden", parse_bool, "link without joining the mesh [false]", metavar="BOOL"),
+    Option(
+        "listen",
+        parse_listen,
+        "address to listen on, HOST:PORT",
+        metavar="HOST:PORT",
+        check=check_listen,
+    ),
+    Option(
+        "dist_port",
+        parse_port,
+        "port of nodes named without a port",
+        metavar="PORT",
+        check=check_optional_port,
+    ),
+    Option(
+        "heartbeat_interval",
+        parse_seconds,
+        "seconds between heartbeats",
+        metavar="S",
+        default=1.0,
+        check=check_positive_seconds,
+    ),
+    Option(
+        "heartbeat_timeout",
+        parse_seconds,
+        "silence before a peer is down",
+        metavar="S",
+        default=3.0,
+        check=check_positive_seconds,
+    ),
+    Option(
+        "handshake_timeout",
+        parse_seconds,
+        "seconds to authenticate",
+        metavar="S",
+        default=5.0,
+        check=check_positive_seconds,
+    ),
+    Option(
+        "connect_timeout",
+        parse_seconds,
+        "seconds to dial a peer",
+        metavar="S",
+        default=5.0,
+        check=check_positive_seconds,
+    ),
+    Option("full_mesh", parse_bool, "link to peers of peers", metavar="BOOL", default=True),
+    Option("hidden", parse_bool, "link without joining the mesh", metavar="BOOL", default=False),
     Option(
         "port_mapper",
         parse_bool,
-        "register with the host's port mapper, serving one if none runs [true]",
+        "register with the host's port mapper, serving one if none runs",
         metavar="BOOL",
+        default=True,
     ),
     Option(
         "epmd_port",
         parse_port,
-        "port of the port mapper [4369]",
+        "port of the port mapper",
         ("ERL_EPMD_PORT",),
         metavar="PORT",
+        shown_default=str(EPMD_DEFAULT_PORT),  # None: from the environment, else this
+        check=check_optional_port,
     ),
     Option("epmd_bind", parse_text, "address an embedded port mapper binds", metavar="HOST"),
     Option("tls_cert", parse_text, "PEM certificate for TLS links", metavar="FILE"),
@@ -284,29 +421,182 @@ NODE_OPTIONS: tuple[Option, ...] = (
         parse_metadata,
         "small data shown to peers: role=api,zone=eu-1 or a JSON object (4 KiB)",
         metavar="K=V,...",
+        check=check_optional_metadata,
     ),
     Option(
         "http",
         parse_http,
-        "serve /metrics /health /ready /status /events and a live page on HOST:PORT [off]",
+        "serve /metrics /health /ready /status /events and a live page on HOST:PORT",
         metavar="HOST:PORT",
+        shown_default="off",
+        check=check_http,
     ),
-    Option("min_nodes", parse_count, "peers linked before /ready says ready [0]", metavar="N"),
+    Option(
+        "min_nodes",
+        parse_count,
+        "peers linked before /ready says ready",
+        metavar="N",
+        default=0,
+        check=check_count,
+    ),
     Option(
         "node_loop",
         parse_node_loop,
         "event loop of the node's thread: auto (uvloop when installed), asyncio, uvloop; "
-        "or shared (no thread: the application's loop) [auto]",
+        "or shared (no thread: the application's loop)",
         metavar="LOOP",
+        default="auto",
+        check=check_node_loop,
     ),
     Option(
         "busy_wait",
         parse_busy_wait,
         "seconds the node's loop keeps polling after traffic before it sleeps: "
-        "quicker replies for CPU time, like Erlang's +sbwt; needs --node-loop shared [0: off]",
+        "quicker replies for CPU time, like Erlang's +sbwt; needs --node-loop shared",
         metavar="S",
+        default=0.0,
+        shown_default="0: off",
+        check=check_busy_wait_value,
     ),
 )
+
+# Options only a program sets (Cluster keyword arguments): limits an operator seldom tunes.
+KEYWORD_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "max_frame_size",
+        None,
+        "largest frame accepted on a link, bytes",
+        default=8 * 1024 * 1024,
+        check=check_size,
+    ),
+    Option(
+        "max_message_size",
+        None,
+        "largest message sent or accepted (encoded), bytes",
+        default=64 * 1024 * 1024,
+        check=check_size,
+    ),
+    Option(
+        "send_buffer_size",
+        None,
+        "bytes queued per link before senders wait",
+        default=4 * 1024 * 1024,
+        check=check_size,
+    ),
+    Option(
+        "strategy_restart_backoff",
+        None,
+        "(initial, maximum) seconds before a crashed strategy runs again",
+        default=(0.5, 30.0),
+        check=check_backoff,
+    ),
+)
+
+OPTIONS: Mapping[str, Option] = MappingProxyType(
+    {option.key: option for option in (*NODE_OPTIONS, *KEYWORD_OPTIONS)}
+)
+# Cluster's keyword defaults: ``heartbeat_interval: float = DEFAULTS["heartbeat_interval"]``.
+DEFAULTS: Mapping[str, Any] = MappingProxyType({key: o.default for key, o in OPTIONS.items()})
+# Options Cluster keeps to itself: the cookie (read by skycluster.cookie, never kept in
+# the settings) and the strategies' restart backoff (the runtime's).
+NOT_NODE_OPTIONS = frozenset({"cookie", "strategy_restart_backoff"})
+
+
+def node_settings(values: Mapping[str, Any], environ: Mapping[str, str]) -> NodeSettings:
+    """Check a program's values (Cluster's keyword arguments, or what :func:`resolve`
+    read) and build the node's settings; an option left out takes its default. The
+    options in :data:`NOT_NODE_OPTIONS` are Cluster's own and not taken here.
+
+    ``name`` falls back to ``SKYCLUSTER_NAME``, then ``node<pid>@127.0.0.1``;
+    ``epmd_port`` to ``SKYCLUSTER_EPMD_PORT``, then ``ERL_EPMD_PORT``, then 4369.
+    Raises ConfigError naming the option, the value and the accepted form.
+    """
+    unknown = set(values) - (set(OPTIONS) - NOT_NODE_OPTIONS)
+    if unknown:
+        raise TypeError(f"node_settings() got options that are not the node's: {sorted(unknown)}")
+    name = NodeName.parse(
+        values.get("name") or environ.get("SKYCLUSTER_NAME") or f"node{os.getpid()}@127.0.0.1"
+    )
+    v = {
+        key: option.checked(values.get(key, option.default))
+        for key, option in OPTIONS.items()
+        if key not in NOT_NODE_OPTIONS
+    }
+    interval, timeout = v["heartbeat_interval"], v["heartbeat_timeout"]
+    if timeout <= interval:
+        raise ConfigError(
+            f"{OPTIONS['heartbeat_timeout'].spelled} ({timeout}) must be longer than "
+            f"{OPTIONS['heartbeat_interval'].spelled} ({interval}), "
+            "or every link would time out"
+        )
+    tls_given = [v["tls_cert"], v["tls_key"], v["tls_ca"]]
+    if any(tls_given) and not all(tls_given):
+        raise ConfigError(
+            "TLS needs all three of tls_cert, tls_key and tls_ca "
+            "(--tls-cert, --tls-key, --tls-ca; SKYCLUSTER_TLS_CERT, _KEY, _CA)"
+        )
+    if v["busy_wait"] and v["node_loop"] != "shared":
+        # Measured: a polling node thread takes the GIL from the application's thread
+        # over and over; the median round trip did not improve and its tail grew.
+        raise ConfigError(
+            f"{OPTIONS['busy_wait'].spelled} needs node_loop='shared' (--node-loop shared): "
+            "a node thread that polls competes with the application's thread for the GIL"
+        )
+    listen_host, listen_port = v["listen"] or _listen_address(name, v["dist_port"])
+    return NodeSettings(
+        name=name,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        dist_port=v["dist_port"],
+        heartbeat_interval=interval,
+        heartbeat_timeout=timeout,
+        handshake_timeout=v["handshake_timeout"],
+        connect_timeout=v["connect_timeout"],
+        full_mesh=v["full_mesh"],
+        hidden=v["hidden"],
+        max_frame_size=v["max_frame_size"],
+        max_message_size=v["max_message_size"],
+        send_buffer_size=v["send_buffer_size"],
+        max_handshakes=MAX_HANDSHAKES,
+        metadata=v["metadata"],
+        tls=TLSFiles(*tls_given) if all(tls_given) else None,
+        port_mapper=_port_mapper_settings(v, listen_host, environ),
+        http=v["http"],
+        min_nodes=v["min_nodes"],
+        node_loop=v["node_loop"],
+        busy_wait=v["busy_wait"],
+    )
+
+
+def _listen_address(name: NodeName, dist_port: int | None) -> tuple[str, int]:
+    """Where a node listens when ``listen`` is not given: the host and port of its name."""
+    if name.is_ip:
+        host = name.host
+    elif name.host == "localhost":
+        host = "127.0.0.1"
+    else:
+        host = ""  # a hostname: every interface
+    return host, name.port or dist_port or 0
+
+
+def _port_mapper_settings(
+    values: Mapping[str, Any], listen_host: str, environ: Mapping[str, str]
+) -> PortMapperSettings | None:
+    if not values["port_mapper"]:
+        return None
+    port = values["epmd_port"]
+    if port is None:
+        try:
+            port = epmd_port_from_env(environ)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    bind = values["epmd_bind"]
+    if bind is None:
+        # One port mapper per host, reached over loopback by the nodes of the host:
+        # a node that listens on loopback only keeps it there; any other serves it on
+        # every interface (as epmd does), so that other hosts can ask it.
+        bind = "127.0.0.1" if is_loopback(listen_host) else "0.0.0.0"
+    return PortMapperSettings(port=port, bind=bind)
 
 
 def resolve(

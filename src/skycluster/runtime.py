@@ -27,10 +27,10 @@ from typing import Any, TypeVar
 from skycluster import _blocking
 from skycluster._backoff import Backoff
 from skycluster._tasks import TaskSet
-from skycluster.config import NodeSettings
 from skycluster.distribution import frame_types, portmapper
 from skycluster.distribution.node import Node
-from skycluster.distribution.registration import PortMapperSettings, Registrar
+from skycluster.distribution.registration import RegistrationKeeper
+from skycluster.distribution.settings import NodeSettings, PortMapperSettings
 from skycluster.errors import NodeUnreachable
 from skycluster.events import EventBus
 from skycluster.messaging.messenger import Messenger
@@ -79,7 +79,7 @@ class Runtime:
         self.messenger: Messenger | None = None
         self.remote_status: RemoteStatus | None = None
         self._stop: asyncio.Event | None = None
-        self.registrar: Registrar | None = None
+        self.registration_keeper: RegistrationKeeper | None = None
         self.operations: Operations | None = None
 
     def start(self) -> concurrent.futures.Future[None]:
@@ -169,21 +169,21 @@ class Runtime:
         node.handle_frames(frame_types.OPERATIONS, remote_status.frame_received)
         operations = self.operations = Operations(node, self._bus)  # metrics, logs, HTTP
         strategies = TaskSet(log)
-        registrar: Registrar | None = None
+        keeper: RegistrationKeeper | None = None
         try:
             await node.start()
             await operations.start()
-            registrar = await self._register(node)
+            keeper = await self._register(node)
         except BaseException as exc:
-            if registrar is not None:
-                await registrar.close()
+            if keeper is not None:
+                await keeper.close()
             await operations.aclose()
             messenger.close()
             await node.stop()
             self._started.set_exception(exc)
             return
-        if registrar is not None:
-            strategies.spawn(registrar.keep(), name="port mapper registration")
+        if keeper is not None:
+            strategies.spawn(keeper.keep(), name="port mapper registration")
         for name, topology in self._topologies.items():
             strategies.spawn(self._supervise(node, name, topology), name=f"strategy {name}")
         self._started.set_result(None)
@@ -191,13 +191,13 @@ class Runtime:
             await self._stop.wait()
         finally:
             await strategies.aclose()
-            if registrar is not None:
-                await registrar.close()
+            if keeper is not None:
+                await keeper.close()
             await operations.aclose()
             messenger.close()  # ends every mailbox and call before the links close
             await node.stop()
 
-    async def _register(self, node: Node) -> Registrar | None:
+    async def _register(self, node: Node) -> RegistrationKeeper | None:
         """Register with the host's port mapper and resolve names through it."""
         settings = self.settings.port_mapper
         if settings is None:
@@ -205,11 +205,11 @@ class Runtime:
         node.resolve = _resolver(settings)
         if self.settings.hidden:
             return None  # tools do not advertise themselves
-        registrar = self.registrar = Registrar(
+        keeper = self.registration_keeper = RegistrationKeeper(
             self.settings.name.name, node.port, settings, hidden=False
         )
-        await registrar.register_first()
-        return registrar
+        await keeper.register_first()
+        return keeper
 
     async def _supervise(self, node: Node, name: str, topology: Topology) -> None:
         """Run a strategy; restart it with exponential backoff when it raises."""

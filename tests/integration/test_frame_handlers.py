@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from skycluster.config import NodeSettings
+from skycluster.config import node_settings
 from skycluster.distribution import frame_types, frames
 from skycluster.distribution.link import (
     NOT_WRITTEN,
@@ -23,6 +23,7 @@ from skycluster.distribution.link import (
     Link,
 )
 from skycluster.distribution.node import Node
+from skycluster.distribution.settings import NodeSettings
 from skycluster.events import EventBus
 from skycluster.names import NodeName
 
@@ -40,9 +41,8 @@ def run(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
 
 
 def settings(name: str) -> NodeSettings:
-    return NodeSettings(
-        name=NodeName.parse(f"{name}@127.0.0.1"), listen_host="127.0.0.1", listen_port=0
-    )
+    # the table's defaults; no port mapper (the nodes are dialled by port)
+    return node_settings({"name": f"{name}@127.0.0.1", "port_mapper": False}, {})
 
 
 @asynccontextmanager

@@ -24,9 +24,9 @@ from skycluster.distribution.epmd_protocol import (
 )
 from skycluster.distribution.portmapper import (
     NameTaken,
-    PortMapperConfig,
     PortMapperError,
     PortMapperServer,
+    PortMapperSettings,
     PortMapperUnavailable,
     _is_local_peer,
     epmd_port_from_env,
@@ -59,7 +59,7 @@ def async_test(
 
 @contextlib.asynccontextmanager
 async def serving(**options: Any) -> AsyncIterator[PortMapperServer]:
-    async with PortMapperServer(PortMapperConfig(port=0, **options)) as server:
+    async with PortMapperServer(PortMapperSettings(port=0, **options)) as server:
         yield server
 
 
@@ -337,7 +337,7 @@ def _open_fds() -> set[str]:
 @async_test
 async def test_stop_leaves_no_task_and_no_socket() -> None:
     before = _open_fds()
-    server = PortMapperServer(PortMapperConfig(port=0, request_timeout=20))
+    server = PortMapperServer(PortMapperSettings(port=0, request_timeout=20))
     await server.start()
     port = server.port
     registration = await register("api", 9100, epmd_port=port)
@@ -367,7 +367,7 @@ async def test_start_twice_and_port_in_use() -> None:
     async with serving() as server:
         with pytest.raises(RuntimeError, match="already started"):
             await server.start()
-        other = PortMapperServer(PortMapperConfig(port=server.port))
+        other = PortMapperServer(PortMapperSettings(port=server.port))
         with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1:\d+.*epmd -kill"):
             await other.start()
         await other.stop()
@@ -375,11 +375,11 @@ async def test_start_twice_and_port_in_use() -> None:
 
 def test_config_errors_name_the_option() -> None:
     with pytest.raises(ValueError, match="max_connections=0"):
-        PortMapperConfig(max_connections=0)
+        PortMapperSettings(max_connections=0)
     with pytest.raises(ValueError, match="request_timeout=0"):
-        PortMapperConfig(request_timeout=0)
+        PortMapperSettings(request_timeout=0)
     with pytest.raises(ValueError, match="port=70000"):
-        PortMapperConfig(port=70000)
+        PortMapperSettings(port=70000)
 
 
 # --- client errors ----------------------------------------------------------------------------

@@ -21,8 +21,8 @@ import pytest
 
 from skycluster.distribution.portmapper import (
     NameTaken,
-    PortMapperConfig,
     PortMapperServer,
+    PortMapperSettings,
     lookup,
     lookup_node,
     names,
@@ -139,7 +139,7 @@ class ThreadedServer:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with PortMapperServer(PortMapperConfig(host=LOOPBACK, port=0)) as server:
+        async with PortMapperServer(PortMapperSettings(bind=LOOPBACK, port=0)) as server:
             self.port = server.port
             self._ready.set()
             await self._stop.wait()

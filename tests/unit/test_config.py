@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import inspect
 from typing import Any
 
 import pytest
 
-from skycluster import config
+from skycluster import cli, config
+from skycluster.cluster import Cluster
 from skycluster.config import NODE_OPTIONS, Option, env_value, resolve
 from skycluster.errors import ConfigError
 
@@ -45,7 +49,7 @@ def test_flag_beats_environment_beats_default() -> None:
     assert resolve(options, env, {"heartbeat_interval": "2"}) == {"heartbeat_interval": 2.0}
     assert resolve(options, env, {"heartbeat_interval": None}) == {"heartbeat_interval": 3.0}
     assert resolve(options, env) == {"heartbeat_interval": 3.0}
-    assert resolve(options, {}) == {}  # unset: the dataclass default applies
+    assert resolve(options, {}) == {}  # unset: the table's default applies
     assert resolve(options, {}, {"heartbeat_interval": None}) == {}
 
 
@@ -252,3 +256,189 @@ def test_secret_option_hides_the_value_even_when_the_parser_echoes_it(
             resolve([secret], **call)
         assert SECRET not in str(info.value)
         assert "(hidden)" in str(info.value)
+
+
+# --- one table: Cluster's defaults, the CLI's help and the node's settings come from it -------
+
+
+def test_cluster_keyword_defaults_are_the_table_s() -> None:
+    parameters = inspect.signature(Cluster.__init__).parameters
+    keywords = set(parameters) - {"self", "topologies", "environ"}
+    assert keywords == set(config.OPTIONS)
+    for key in keywords:
+        assert parameters[key].default == config.OPTIONS[key].default, key
+        assert parameters[key].default is config.DEFAULTS[key], key
+
+
+def test_node_settings_without_options_hold_the_table_s_defaults() -> None:
+    settings = Cluster.from_env({"SKYCLUSTER_COOKIE": "x"}).settings
+    plain = {"port_mapper"}  # a switch in the table, the port mapper's settings in the node's
+    for field in dataclasses.fields(settings):
+        if field.name in set(config.OPTIONS) - plain and config.DEFAULTS[field.name] is not None:
+            assert getattr(settings, field.name) == config.DEFAULTS[field.name], field.name
+    assert settings.port_mapper is not None and config.DEFAULTS["port_mapper"] is True
+    assert settings.port_mapper.port == int(option("epmd_port").help_default or 0) == 4369
+
+
+def _agent_help() -> str:
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return " ".join(commands.choices["agent"].format_help().split())
+
+
+def test_cli_help_shows_the_table_s_defaults() -> None:
+    shown = _agent_help()
+    for o in NODE_OPTIONS:
+        line = " ".join(cli.option_help(o).split())
+        assert line in shown, o.key
+        if o.help_default is not None:
+            assert f"{' '.join(o.help.split())} [{o.help_default}]" in shown, o.key
+    assert "seconds between heartbeats [1] (env SKYCLUSTER_HEARTBEAT_INTERVAL)" in shown
+    assert "[true]" in shown and "[4369]" in shown and "[auto]" in shown
+
+
+def test_changing_a_default_in_the_table_changes_the_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    index = [o.key for o in NODE_OPTIONS].index("heartbeat_interval")
+    changed = dataclasses.replace(NODE_OPTIONS[index], default=0.25)
+    options = (*NODE_OPTIONS[:index], changed, *NODE_OPTIONS[index + 1 :])
+    monkeypatch.setattr(config, "NODE_OPTIONS", options)
+    assert "seconds between heartbeats [0.25]" in _agent_help()
+
+
+# --- bad values: keyword, environment variable and flag name the option and the accepted form --
+
+BAD_SETTINGS: list[tuple[str, Any, str, str]] = [
+    # key, bad keyword value, bad text (variable, flag), part of the accepted form
+    ("heartbeat_interval", 0, "0", "positive number of seconds"),
+    ("connect_timeout", "5", "soon", "number of seconds"),
+    ("dist_port", 70000, "70000", "port number from 1 to 65535"),
+    ("epmd_port", 0, "0", "port number from 1 to 65535"),
+    ("min_nodes", -1, "-1", "whole number"),
+    ("node_loop", "tokio", "tokio", "auto, asyncio, uvloop or shared"),
+    ("busy_wait", 0.5, "0.5", "seconds from 0 (off) to 0.01"),
+    ("http", "nowhere", "nowhere", "HOST:PORT or PORT"),
+    ("listen", "nowhere", "nowhere", "a port is required"),
+    ("metadata", {"blob": "x" * 5000}, "blob=" + "x" * 5000, "at most 4096"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "text", "accepted"), BAD_SETTINGS)
+def test_bad_keyword_names_the_option(key: str, value: Any, text: str, accepted: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Cluster("a@127.0.0.1", cookie="x", environ={}, **{key: value})
+    message = str(info.value)
+    assert message.startswith(config.OPTIONS[key].spelled), message
+    assert accepted in message
+
+
+@pytest.mark.parametrize(("key", "value", "text", "accepted"), BAD_SETTINGS)
+def test_bad_variable_names_the_variable(key: str, value: Any, text: str, accepted: str) -> None:
+    variable = option(key).env[0]
+    with pytest.raises(ConfigError) as info:
+        Cluster.from_env({"SKYCLUSTER_COOKIE": "x", variable: text})
+    message = str(info.value)
+    assert variable in message and accepted in message
+
+
+@pytest.mark.parametrize(("key", "value", "text", "accepted"), BAD_SETTINGS)
+def test_bad_flag_exits_2_naming_the_flag(
+    key: str, value: Any, text: str, accepted: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flag = option(key).flag
+    argv = ["agent", "--name", "a@127.0.0.1", "--cookie", "x", f"{flag}={text}"]
+    assert cli.main(argv, environ={}) == cli.EXIT_USAGE
+    error = capsys.readouterr().err
+    assert error.startswith("skycluster agent: error: ") and flag in error and accepted in error
+
+
+@pytest.mark.parametrize(
+    ("keywords", "argv", "parts"),
+    [
+        (
+            {"heartbeat_interval": 2, "heartbeat_timeout": 1},
+            ["--heartbeat-interval", "2", "--heartbeat-timeout", "1"],
+            ["--heartbeat-timeout", "must be longer than", "--heartbeat-interval"],
+        ),
+        ({"busy_wait": 0.001}, ["--busy-wait", "0.001"], ["--busy-wait", "node_loop='shared'"]),
+        ({"tls_cert": "c.pem"}, ["--tls-cert", "c.pem"], ["tls_cert", "tls_key", "tls_ca"]),
+    ],
+)
+def test_options_that_do_not_fit_together(
+    keywords: dict[str, Any],
+    argv: list[str],
+    parts: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Cluster("a@127.0.0.1", cookie="x", environ={}, **keywords)
+    assert all(part in str(info.value) for part in parts), info.value
+    base = ["agent", "--name", "a@127.0.0.1", "--cookie", "x"]
+    assert cli.main([*base, *argv], environ={}) == cli.EXIT_USAGE
+    error = capsys.readouterr().err
+    assert all(part in error for part in parts), error
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "accepted"),
+    [
+        ("max_frame_size", 0, "whole number of bytes above 0"),
+        ("send_buffer_size", 1.5, "whole number of bytes above 0"),
+        ("strategy_restart_backoff", (5.0, 1.0), "0 < initial <= maximum"),
+        ("strategy_restart_backoff", 3, "(initial, maximum) seconds"),
+    ],
+)
+def test_bad_keyword_only_option(key: str, value: Any, accepted: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Cluster("a@127.0.0.1", cookie="x", environ={}, **{key: value})
+    assert str(info.value).startswith(f"{key}: ") and accepted in str(info.value)
+    assert repr(value) in str(info.value)
+
+
+def test_every_keyword_reaches_the_node_settings() -> None:
+    given: dict[str, Any] = {
+        "dist_port": 4444,
+        "heartbeat_interval": 0.5,
+        "heartbeat_timeout": 9.0,
+        "handshake_timeout": 7.0,
+        "connect_timeout": 8.0,
+        "full_mesh": False,
+        "hidden": True,
+        "max_frame_size": 1000,
+        "max_message_size": 2000,
+        "send_buffer_size": 3000,
+        "min_nodes": 2,
+        "node_loop": "shared",
+        "busy_wait": 0.001,
+    }
+    assert all(given[key] != config.DEFAULTS[key] for key in given)
+    settings = Cluster(
+        "a@127.0.0.1",
+        cookie="x",
+        environ={},
+        listen="127.0.0.2:4401",
+        metadata={"role": "api"},
+        tls_cert="c",
+        tls_key="k",
+        tls_ca="a",
+        http="9100",
+        epmd_port=4370,
+        epmd_bind="127.0.0.3",
+        **given,
+    ).settings
+    assert {key: getattr(settings, key) for key in given} == given
+    assert (settings.listen_host, settings.listen_port) == ("127.0.0.2", 4401)
+    assert settings.metadata == {"role": "api"} and settings.http == ("127.0.0.1", 9100)
+    assert settings.tls is not None and (settings.tls.cert, settings.tls.ca) == ("c", "a")
+    assert settings.port_mapper is not None
+    assert (settings.port_mapper.port, settings.port_mapper.bind) == (4370, "127.0.0.3")
+    assert (
+        Cluster("a@127.0.0.1", cookie="x", port_mapper=False, environ={}).settings.port_mapper
+        is None
+    )
+
+
+def test_node_settings_refuses_options_that_are_not_the_node_s() -> None:
+    with pytest.raises(TypeError, match="heartbeat_intervall"):
+        config.node_settings({"heartbeat_intervall": 1.0}, {})
+    with pytest.raises(TypeError, match="cookie"):
+        config.node_settings({"cookie": "x"}, {})

@@ -26,13 +26,13 @@ from skycluster._backoff import Backoff
 from skycluster._counters import Counters
 from skycluster._ratelimit import RateLimit
 from skycluster._tasks import TaskSet
-from skycluster.config import NodeSettings
 from skycluster.distribution import frame_types
 from skycluster.distribution.busywait import BusyWait
 from skycluster.distribution.frame_types import PEERS
 from skycluster.distribution.handshake import Introduction, RejectReason
 from skycluster.distribution.hooks import FrameHandler, LinkListener, NoListener
 from skycluster.distribution.link import READ_SIZE, Link, LinkRefused
+from skycluster.distribution.settings import NodeSettings
 from skycluster.errors import NodeUnreachable, StartError
 from skycluster.events import DownReason, EventBus, NodeDown, NodeUp
 from skycluster.names import InvalidNodeName, NodeName, format_address, parse_address

@@ -6,7 +6,7 @@ client talks to either. Limits and byte layouts: ``docs/portmapper.md``.
 
 Example::
 
-    async with PortMapperServer(PortMapperConfig(port=0)) as server:
+    async with PortMapperServer(PortMapperSettings(port=0)) as server:
         async with await register("api", 9100, epmd_port=server.port):
             assert await lookup("127.0.0.1", "api", epmd_port=server.port) == 9100
 """
@@ -23,7 +23,6 @@ import random
 import socket
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import TracebackType
 
 from skycluster.distribution.epmd_protocol import (
@@ -49,6 +48,7 @@ from skycluster.distribution.epmd_protocol import (
     encode_port2_response,
     encode_request,
 )
+from skycluster.distribution.settings import PortMapperSettings
 from skycluster.names import is_ip
 
 __all__ = [
@@ -57,9 +57,9 @@ __all__ = [
     "ERL_PORT_ENV",
     "PORT_ENV",
     "NameTaken",
-    "PortMapperConfig",
     "PortMapperError",
     "PortMapperServer",
+    "PortMapperSettings",
     "PortMapperUnavailable",
     "Registration",
     "epmd_port_from_env",
@@ -118,24 +118,6 @@ def epmd_port_from_env(environ: Mapping[str, str] | None = None) -> int:
 
 
 # --- server ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PortMapperConfig:
-    host: str = "127.0.0.1"  # bind address; epmd binds all addresses, we default to loopback
-    port: int = EPMD_DEFAULT_PORT  # 0 picks a free port (read it back from server.port)
-    request_timeout: float = 5.0  # seconds a connection has to send its request and take the reply
-    max_connections: int = 1024  # further connections are closed at once; registrations count
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 0xFFFF:
-            raise ValueError(f"port={self.port!r}: use 0 (any free port) to 65535")
-        if not self.request_timeout > 0:
-            raise ValueError(
-                f"request_timeout={self.request_timeout!r}: use a number of seconds above 0"
-            )
-        if self.max_connections < 1:
-            raise ValueError(f"max_connections={self.max_connections!r}: use an integer >= 1")
 
 
 class _Registry:
@@ -205,8 +187,8 @@ class PortMapperServer:
     ``request_timeout``, is closed and logged once on ``skycluster.portmapper``.
     """
 
-    def __init__(self, config: PortMapperConfig | None = None) -> None:
-        self._config = config or PortMapperConfig()
+    def __init__(self, settings: PortMapperSettings | None = None) -> None:
+        self._settings = settings or PortMapperSettings()
         self._registry = _Registry()
         self._listener: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
@@ -214,8 +196,8 @@ class PortMapperServer:
         self._refusing = False
 
     @property
-    def config(self) -> PortMapperConfig:
-        return self._config
+    def settings(self) -> PortMapperSettings:
+        return self._settings
 
     @property
     def port(self) -> int:
@@ -236,11 +218,12 @@ class PortMapperServer:
         return self._connections
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
-        """Listen on ``host``:``port`` (defaults from the config) and serve in the background."""
+        """Listen on ``host``:``port`` (defaults from the settings; a bind of "" is every
+        address) and serve in the background."""
         if self._task is not None:
             raise RuntimeError("PortMapperServer.start: the server is already started")
-        host = self._config.host if host is None else host
-        port = self._config.port if port is None else port
+        host = (self._settings.bind or "0.0.0.0") if host is None else host
+        port = self._settings.port if port is None else port
         self._listener = await _listen(host, port)
         self._task = asyncio.create_task(
             self._accept_loop(self._listener), name=f"portmapper accept {host}:{port}"
@@ -294,13 +277,13 @@ class PortMapperServer:
                     )
                     await asyncio.sleep(_ACCEPT_RETRY)
                     continue
-                if self._connections >= self._config.max_connections:
+                if self._connections >= self._settings.max_connections:
                     sock.close()
                     if not self._refusing:
                         log.warning(
                             "port mapper has max_connections=%d open connections; closing new "
                             "ones (first: %s) until some end",
-                            self._config.max_connections,
+                            self._settings.max_connections,
                             _format_address(peer),
                         )
                         self._refusing = True
@@ -313,7 +296,7 @@ class PortMapperServer:
         loop = asyncio.get_running_loop()
         where = _format_address(peer)
         registered: str | None = None
-        timeout = self._config.request_timeout
+        timeout = self._settings.request_timeout
         try:
             async with asyncio.timeout(timeout) as deadline:
                 request = await _read_request(loop, sock)

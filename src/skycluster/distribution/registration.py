@@ -13,30 +13,18 @@ import asyncio
 import errno
 import logging
 import random
-from dataclasses import dataclass
 
 from skycluster.distribution import portmapper
+from skycluster.distribution.settings import PortMapperSettings
 from skycluster.errors import StartError
 
 log = logging.getLogger("skycluster.registration")
 
-_LOOPBACK_BINDS = ("", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost")
 
-
-@dataclass(frozen=True, slots=True)
-class PortMapperSettings:
-    port: int = 4369  # SKYCLUSTER_EPMD_PORT, else ERL_EPMD_PORT, else 4369
-    bind: str = "127.0.0.1"  # where an embedded port mapper listens ("" or 0.0.0.0: everywhere)
-    timeout: float = 2.0  # for one request to the port mapper
-
-    @property
-    def client_host(self) -> str:
-        """Where to register: loopback, unless the port mapper is bound to one address."""
-        return "127.0.0.1" if self.bind in _LOOPBACK_BINDS else self.bind
-
-
-class Registrar:
-    """Registers ``name`` at ``port``; hosts the port mapper when nobody else does."""
+class RegistrationKeeper:
+    """Keeps ``name`` at ``port`` registered, through one
+    :class:`~skycluster.distribution.portmapper.Registration` at a time; hosts the port
+    mapper when nobody else does."""
 
     def __init__(self, name: str, port: int, settings: PortMapperSettings, *, hidden: bool) -> None:
         self.name = name
@@ -115,12 +103,7 @@ class Registrar:
         """Become the host's port mapper; False when someone else already listens."""
         if self.server is not None:
             return True
-        # "" means every address (as documented on PortMapperSettings.bind); getaddrinfo
-        # does not take "" for a host, so spell it out.
-        bind = self.settings.bind or "0.0.0.0"
-        server = portmapper.PortMapperServer(
-            portmapper.PortMapperConfig(host=bind, port=self.settings.port)
-        )
+        server = portmapper.PortMapperServer(self.settings)
         try:
             await server.start()
         except OSError as exc:
@@ -128,7 +111,7 @@ class Registrar:
                 return False  # another node won the race: register with it
             raise
         self.server = server
-        log.info("serving the port mapper on %s:%s", bind, server.port)
+        log.info("serving the port mapper on %s:%s", self.settings.bind or "0.0.0.0", server.port)
         return True
 
     async def close(self) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from skycluster import config
 from skycluster.errors import ConfigError
 from skycluster.strategy.base import Strategy, StrategyContext, Topology
 from skycluster.strategy.epmd import Epmd
@@ -33,7 +35,9 @@ __all__ = [
     "Strategy",
     "StrategyContext",
     "Topology",
+    "check_topologies",
     "strategy_class",
+    "topologies_from",
     "topology_name",
 ]
 
@@ -110,3 +114,57 @@ def strategy_class(spec: str) -> type[Strategy]:
         missing = ", ".join(sorted(cls.__abstractmethods__))
         raise ConfigError(f"strategy {spec!r} is abstract: it does not implement {missing}")
     return cls
+
+
+STRATEGY = config.Option(
+    "strategy",
+    config.parse_text,
+    "strategies to run: " + ", ".join(BUILTIN) + " or module:Class",
+    ("LIBCLUSTER_STRATEGY",),
+    metavar="NAME[,NAME]",
+)
+
+
+def topologies_from(
+    environ: Mapping[str, str], flags: Mapping[str, Any] | None = None
+) -> dict[str, Strategy | Topology]:
+    """Strategies named by ``--strategy`` / ``SKYCLUSTER_STRATEGY`` /
+    ``LIBCLUSTER_STRATEGY`` (comma separated), each configured from its own options."""
+    flags = flags or {}
+    spec = flags.get("strategy")
+    source = STRATEGY.flag
+    if not spec:
+        found = config.env_value(environ, STRATEGY.env)
+        if found is None:
+            return {}
+        source, spec = f"environment variable {found[0]}", found[1]
+    topologies: dict[str, Strategy | Topology] = {}
+    for part in str(spec).split(","):
+        if not part.strip():
+            continue
+        try:
+            cls = strategy_class(part)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        values = config.resolve(cls.options, environ, flags)
+        try:
+            strategy = cls.from_options(values)
+        except TypeError as exc:
+            missing = ", ".join(o.flag for o in cls.options)
+            raise ConfigError(
+                f"strategy {part.strip()!r} is missing options ({exc}); its options: {missing}"
+            ) from None
+        topologies[topology_name(part, cls)] = strategy
+    return topologies
+
+
+def check_topologies(given: Mapping[str, Strategy | Topology] | None) -> dict[str, Topology]:
+    """Cluster's ``topologies``: each a Strategy, or a Topology around one."""
+    topologies = {
+        key: value if isinstance(value, Topology) else Topology(value)
+        for key, value in (given or {}).items()
+    }
+    for key, topology in topologies.items():
+        if not isinstance(topology.strategy, Strategy):
+            raise ConfigError(f"topology {key!r}: {topology.strategy!r} is not a Strategy")
+    return topologies

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from skycluster.config import Option
-from skycluster.distribution.registration import PortMapperSettings
+from skycluster.distribution.settings import PortMapperSettings
 from skycluster.names import NodeName
 
 if TYPE_CHECKING:
