@@ -16,6 +16,7 @@ from typing import Any, cast
 import pytest
 
 from skycluster import cli
+from skycluster._counters import Counters
 from skycluster.cluster import topologies_from
 from skycluster.errors import ConfigError
 from skycluster.names import NodeName
@@ -363,14 +364,18 @@ class FakeContext:
         self.node_name = ME
         self.advertised_name = ME
         self.log = logging.getLogger("skycluster.strategy.test-gossip")
-        self.stats: dict[str, int] = {}
+        self.counters = Counters()
         self.telemetry: list[tuple[str, dict[str, float], dict[str, Any]]] = []
         self.linked: set[str] = set()
         self.connects: list[str] = []
         self.connect_result = connect_result
 
     def count(self, key: str, n: int = 1) -> None:
-        self.stats[key] = self.stats.get(key, 0) + n
+        self.counters.add(key, n)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.counters.snapshot()
 
     def emit(self, event: str, measurements: dict[str, float], **metadata: Any) -> None:
         self.telemetry.append((event, measurements, metadata))

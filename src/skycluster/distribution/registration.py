@@ -14,6 +14,7 @@ import errno
 import logging
 import random
 
+from skycluster._backoff import Backoff
 from skycluster.distribution import portmapper
 from skycluster.distribution.settings import PortMapperSettings
 from skycluster.errors import StartError
@@ -61,7 +62,7 @@ class RegistrationKeeper:
 
     async def keep(self) -> None:
         """Run until cancelled: re-register whenever the registration is lost."""
-        failures = 0
+        backoff = Backoff(0.4, 5.0)  # between failed attempts
         while True:
             if self.registration is not None and not self.registration.closed:
                 await self.registration.wait_lost()
@@ -72,12 +73,12 @@ class RegistrationKeeper:
             await asyncio.sleep(random.uniform(0.0, 0.2))
             try:
                 await self._register()
-                failures = 0
+                backoff.reset()
             except (portmapper.PortMapperError, OSError) as exc:
-                failures += 1
-                level = logging.WARNING if failures == 1 else logging.DEBUG
+                delay = backoff.next()
+                level = logging.WARNING if backoff.attempts == 1 else logging.DEBUG
                 log.log(level, "cannot register %s with a port mapper: %s", self.name, exc)
-                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+                await asyncio.sleep(delay)
 
     async def _register(self) -> None:
         host, port = self.settings.client_host, self.settings.port
