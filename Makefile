@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench simulate clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: $(BIN)/.installed
 	SKYCLUSTER_NODE_LOOP=shared $(BIN)/pytest -q tests/integration/test_node_loop.py \
 		tests/integration/test_messaging.py tests/integration/test_cluster_api.py \
 		tests/integration/test_agents.py
+
+# the membership core under the deterministic simulator: thousands of random-fault
+# seeds (progress on stderr, a summary table), then the 1,000-node runs of docs/membership.md
+simulate: $(BIN)/.installed
+	$(BIN)/python benchmarks/simulate.py seeds --seeds 2000
+	$(BIN)/python benchmarks/simulate.py runs --nodes 1000
 
 bench: $(BIN)/.installed
 	./scripts/install-system-deps

@@ -1,0 +1,473 @@
+"""The membership core on its own: time is a number the test passes."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skycluster.membership import Membership, MembershipSettings
+from skycluster.membership.actions import (
+    CloseLink,
+    Dial,
+    LoopStalled,
+    PublishDown,
+    PublishUp,
+    RequestPeers,
+    SendPeers,
+    SendTick,
+)
+from skycluster.membership.names import NameTable, indices
+from skycluster.membership.peerlists import OwnList, PeerLists, PeerListUpdate
+from skycluster.membership.tombstones import Tombstones
+
+ME = "a@h"
+
+
+def core(**overrides: object) -> Membership:
+    return Membership(ME, MembershipSettings(**overrides), random=lambda: 0.0)  # type: ignore[arg-type]
+
+
+def kinds(actions: list[object]) -> list[str]:
+    return [type(a).__name__ for a in actions]
+
+
+def linked(c: Membership, link: int, ident: str, now: float = 0.0, creation: int = 1) -> None:
+    assert c.link_up(now, link, ident, f"{ident}:4370", creation)
+    c.take()
+
+
+def full(c: Membership, idents: list[str], version: int = 0) -> PeerListUpdate:
+    return PeerListUpdate(version, version, True, c.table.mask(idents), 0)
+
+
+# -- heartbeats -------------------------------------------------------------------
+
+
+def test_an_idle_link_ticks_once_per_interval_and_a_busy_one_not_at_all() -> None:
+    c = core()
+    linked(c, 1, "b@h")
+    linked(c, 2, "c@h")
+    c.tick(0.5)
+    assert not [a for a in c.take() if isinstance(a, SendTick)]
+    c.sent(2, 0.9)  # link 2 carried a frame
+    c.heard(1, 0.9)
+    c.heard(2, 0.9)
+    c.tick(1.0)
+    ticks = [a.link for a in c.take() if isinstance(a, SendTick)]
+    assert ticks == [1]
+    c.tick(1.5)
+    assert not [a for a in c.take() if isinstance(a, SendTick)]
+    c.tick(1.95)
+    assert [a.link for a in c.take() if isinstance(a, SendTick)] == [2]
+
+
+def test_silence_longer_than_the_timeout_closes_the_link_and_reports_it_down_once() -> None:
+    c = core()
+    linked(c, 1, "b@h")
+    for t in (1.0, 2.0, 3.0):
+        c.tick(t)
+    assert not [a for a in c.take() if isinstance(a, CloseLink)]
+    c.tick(3.01)
+    actions = c.take()
+    close = [a for a in actions if isinstance(a, CloseLink)]
+    assert close and close[0].reason == "heartbeat_timeout" and close[0].silence > 3.0
+    downs = [a for a in actions if isinstance(a, PublishDown)]
+    assert [(d.ident, d.reason) for d in downs] == [("b@h", "heartbeat_timeout")]
+    c.link_down(3.02, 1, "connection_closed")  # the socket closes afterwards: no second down
+    assert not [a for a in c.take() if isinstance(a, PublishDown)]
+
+
+def test_any_frame_received_proves_the_peer_alive() -> None:
+    c = core()
+    linked(c, 1, "b@h")
+    for t in range(1, 20):
+        c.heard(1, t - 0.5)
+        c.tick(float(t))
+    assert "CloseLink" not in kinds(c.take())
+
+
+def test_a_node_that_measured_its_own_stall_gives_peers_the_benefit_of_it() -> None:
+    # SIGSTOP for 2.9 s: the peer's frames wait unread in the socket, and after
+    # SIGCONT the timer runs before they are read (issue 15's defect).
+    c = core()
+    linked(c, 1, "b@h")
+    c.heard(1, 0.9)
+    c.tick(1.0)
+    c.take()
+    c.tick(1.0 + 2.9 + 0.1, lag=2.9)  # woke 2.9 s late; the last frame read is 3.1 s old
+    actions = c.take()
+    assert any(isinstance(a, LoopStalled) for a in actions)
+    assert not any(isinstance(a, CloseLink) for a in actions)
+    c.heard(1, 4.01)  # now the waiting frames are read
+    c.tick(4.2)
+    assert "CloseLink" not in kinds(c.take())
+
+
+def test_the_stall_credit_expires() -> None:
+    c = core()
+    linked(c, 1, "b@h")
+    c.tick(1.0, lag=1.0)
+    c.heard(1, 1.0)
+    c.take()
+    c.tick(20.0)
+    assert "CloseLink" in kinds(c.take())
+
+
+def test_a_paused_reader_is_not_a_silent_peer() -> None:
+    c = core()
+    linked(c, 1, "b@h")
+    c.reading_paused(1, True, 0.5)
+    for t in range(1, 15):
+        c.tick(float(t))
+    assert "CloseLink" not in kinds(c.take())
+
+
+def test_next_wakeup_is_never_later_than_a_step() -> None:
+    c = core()
+    assert c.next_wakeup(10.0) == 10.0 + c.settings.step
+    linked(c, 1, "b@h", now=10.0)
+    assert c.next_wakeup(10.0) <= 10.0 + c.settings.step
+
+
+# -- which link wins --------------------------------------------------------------
+
+
+def test_admission_one_link_per_pair() -> None:
+    c = core()
+    assert c.admit(0, ME, 5) == "name"
+    assert c.admit(0, "b@h", 5) is None
+    assert c.admit(0, "b@h", 5) == "alive"  # the same incarnation is being accepted
+    linked(c, 1, "b@h", creation=5)
+    assert c.admit(0, "b@h", 5) == "alive"
+    c.connect(0, "z@h", "z@h:1")  # we dial z and a@h < z@h: our dial wins
+    assert c.admit(0, "z@h", 1) == "simultaneous"
+    c.connect(0, "0@h", "0@h:1")  # we dial 0@h but 0@h < a@h: its dial wins
+    assert c.admit(0, "0@h", 1) is None
+
+
+def test_a_new_incarnation_replaces_the_old_link() -> None:
+    c = core()
+    linked(c, 1, "b@h", creation=1)
+    assert not c.link_up(1.0, 2, "b@h", "b@h:1", 1)  # duplicate
+    assert c.link_up(1.0, 3, "b@h", "b@h:1", 2)
+    actions = c.take()
+    assert [(type(a).__name__, getattr(a, "link", None)) for a in actions[:3]] == [
+        ("CloseLink", 1),
+        ("PublishDown", 1),
+        ("PublishUp", 3),
+    ]
+    c.link_down(1.1, 1, "connection_closed")  # the old socket closes: nothing more
+    assert not [a for a in c.take() if isinstance(a, PublishDown)]
+
+
+def test_hidden_peers_are_linked_but_not_reported_or_listed() -> None:
+    c = core()
+    assert c.link_up(0, 1, "cli@h", "cli@h", 1, hidden=True)
+    linked(c, 2, "b@h")
+    assert not [a for a in c.take() if isinstance(a, PublishUp)]
+    assert c.linked() == ["b@h"]
+    c.tick(1.0)
+    sent = [a for a in c.take() if isinstance(a, SendPeers)]
+    assert [s.link for s in sent] == [2]
+    assert c.table.idents(sent[0].update.added) == ["b@h"]
+
+
+# -- peer lists and the mesh --------------------------------------------------------
+
+
+def test_a_new_link_gets_the_whole_list_then_only_changes() -> None:
+    c = core()
+    linked(c, 1, "b@h")
+    c.tick(1.0)
+    first = [a for a in c.take() if isinstance(a, SendPeers)]
+    assert len(first) == 1 and not first[0].update.full
+    assert c.link_up(1.5, 2, "c@h", "c@h:1", 1)
+    snapshot = [a for a in c.take() if isinstance(a, SendPeers)]
+    assert snapshot[0].link == 2 and snapshot[0].update.full
+    c.tick(2.0)
+    changes = [a for a in c.take() if isinstance(a, SendPeers)]
+    assert {a.link for a in changes} == {1, 2}
+    update = changes[0].update
+    assert not update.full and c.table.idents(update.added) == ["c@h"]
+    assert update.base == snapshot[0].update.version
+    c.tick(3.0)
+    assert not [a for a in c.take() if isinstance(a, SendPeers)]  # no change: nothing
+
+
+def test_the_mesh_dials_what_peers_list() -> None:
+    c = core()
+    linked(c, 1, "b@h")
+    c.peers_received(0.1, 1, full(c, ["b@h", ME, "c@h"]))
+    dials = [a for a in c.take() if isinstance(a, Dial)]
+    assert [(d.ident, d.name) for d in dials] == [("c@h", "c@h")]
+
+
+def test_a_change_that_does_not_follow_asks_for_the_whole_list() -> None:
+    c = core()
+    linked(c, 1, "b@h")
+    c.peers_received(0.1, 1, full(c, ["b@h"], version=3))
+    gap = PeerListUpdate(5, 4, False, c.table.mask(["d@h"]), 0)  # 4 -> 5, but we hold 3
+    c.peers_received(0.2, 1, gap)
+    actions = c.take()
+    assert [a.link for a in actions if isinstance(a, RequestPeers)] == [1]
+    assert not [a for a in actions if isinstance(a, Dial)]
+    c.peers_received(0.3, 1, gap)  # asked once only
+    assert not [a for a in c.take() if isinstance(a, RequestPeers)]
+    c.peers_received(0.4, 1, full(c, ["b@h", "d@h"], version=5))
+    assert [a.ident for a in c.take() if isinstance(a, Dial)] == ["d@h"]
+
+
+def test_a_failed_mesh_dial_is_retried_with_growing_waits_while_listed() -> None:
+    c = core(retry_initial=0.5, retry_max=4.0)
+    linked(c, 1, "b@h")
+    c.peers_received(0.0, 1, full(c, ["c@h"]))
+    dial_times = []
+    now = 0.0
+    while now < 30:
+        for a in c.take():
+            if isinstance(a, Dial):
+                dial_times.append(now)
+                c.dial_ended(now, a.ident, linked=False)
+        now = round(now + 0.1, 3)
+        c.heard(1, now)
+        c.tick(now)
+    gaps = [b - a for a, b in itertools.pairwise(dial_times)]
+    # retries are looked at once per mesh period: waits of 0.5, 1, 2, 4, 4... s
+    assert gaps[0] <= 1.1 + 1e-9 and gaps[-1] >= 4.0 - 1e-9
+    assert max(gaps) <= 4.0 + 1.0 + 1e-9
+    assert c.connectivity()["backing_off"] == 1
+    # no live peer lists c@h any more: no more dials, no record left
+    c.peers_received(now, 1, PeerListUpdate(1, 0, False, 0, c.table.mask(["c@h"])))
+    for _ in range(50):
+        now += 0.1
+        c.heard(1, now)
+        c.tick(now)
+    assert not [a for a in c.take() if isinstance(a, Dial)]
+    assert c.sizes()["retries"] == 0
+
+
+def test_mesh_dials_are_limited_in_flight() -> None:
+    c = core(max_mesh_dials=3)
+    linked(c, 1, "b@h")
+    names = [f"n{i}@h" for i in range(10)]
+    c.peers_received(0.0, 1, full(c, names))
+    dials = [a.ident for a in c.take() if isinstance(a, Dial)]
+    assert len(dials) == 3
+    c.dial_ended(0.1, dials[0], linked=False)
+    assert len([a for a in c.take() if isinstance(a, Dial)]) == 1
+
+
+def test_a_link_that_flaps_is_dialled_again_later_each_time() -> None:
+    c = core(retry_initial=0.5, retry_max=30.0, stable_after=30.0)
+    linked(c, 1, "b@h")
+    c.peers_received(0.0, 1, full(c, ["c@h"]))
+    c.take()
+    holds = []
+    now = 0.0
+    link = 10
+    for _ in range(4):
+        link += 1
+        c.dial_ended(now, "c@h", linked=True)
+        assert c.link_up(now, link, "c@h", "c@h", link)
+        c.link_down(now + 1.0, link, "connection_closed")
+        now += 1.0
+        c.take()
+        retry = c.mesh.retries["c@h"]
+        holds.append(retry.due - now)
+        c.dialling["c@h"] = True  # as if the mesh dialled it again
+    assert holds == sorted(holds) and holds[-1] > holds[0]
+
+
+# -- removals (tombstones) --------------------------------------------------------
+
+
+def test_a_node_a_strategy_removed_is_not_linked_again_by_the_mesh() -> None:
+    c = core()
+    linked(c, 1, "b@h")
+    linked(c, 2, "x@h")
+    c.peers_received(0.0, 1, full(c, ["x@h"]))
+    assert c.disconnect(1.0, "x@h", "k8s")
+    actions = c.take()
+    assert [(a.reason) for a in actions if isinstance(a, CloseLink)] == ["disconnect"]
+    assert [(a.reason) for a in actions if isinstance(a, PublishDown)] == ["disconnect"]
+    # b still lists x (stale list) and the mesh runs: no dial, its handshake refused
+    for t in range(2, 40):
+        c.heard(1, float(t))
+        c.tick(float(t))
+    assert not [a for a in c.take() if isinstance(a, Dial)]
+    assert c.admit(40.0, "x@h", 7) == "removed"
+    assert c.connectivity()["removed"] == [{"topology": "k8s", "node": "x@h"}]
+    # the strategy lists it again: linked at once
+    assert c.connect(41.0, "x@h", "x@h:1", "k8s")
+    assert [a.ident for a in c.take() if isinstance(a, Dial)] == ["x@h"]
+    assert "x@h" not in c.tombstones
+
+
+def test_another_topology_may_still_link_a_removed_node() -> None:
+    c = core()
+    c.disconnect(0.0, "x@h", "k8s")
+    assert c.connect(1.0, "x@h", "x@h", "dns")
+    assert "x@h" in c.tombstones  # k8s still excludes it from the mesh
+
+
+def test_an_application_disconnect_leaves_no_tombstone() -> None:
+    c = core()
+    linked(c, 1, "x@h")
+    assert c.disconnect(0.5, "x@h")
+    assert "x@h" not in c.tombstones
+    assert not c.disconnect(0.6, "x@h")
+
+
+def test_tombstones_are_bounded_oldest_first() -> None:
+    t = Tombstones(limit=3)
+    for i in range(5):
+        t.bury("k8s", f"n{i}@h", float(i))
+    assert len(t) == 3 and "n0@h" not in t and "n4@h" in t
+    t.bury("dns", "n4@h", 9.0)
+    assert t.lift("k8s", "n4@h") and "n4@h" in t  # dns still removes it
+    assert t.lift("dns", "n4@h") and "n4@h" not in t
+    assert not t.lift("dns", "n4@h")
+
+
+# -- partial connectivity -----------------------------------------------------------
+
+
+def test_pairs_that_should_be_linked_and_are_not_are_counted() -> None:
+    c = core()
+    linked(c, 1, "b@h")
+    linked(c, 2, "c@h")
+    c.peers_received(0.0, 1, full(c, [ME, "c@h"]))
+    c.peers_received(0.0, 2, full(c, [ME, "b@h"]))
+    c.tick(1.0)
+    assert c.unlisted_pairs == 0
+    # b loses c (an asymmetric partition): both say so
+    c.peers_received(1.5, 1, PeerListUpdate(1, 0, False, 0, c.table.mask(["c@h"])))
+    c.peers_received(1.5, 2, PeerListUpdate(1, 0, False, 0, c.table.mask(["b@h"])))
+    c.tick(2.0)
+    assert c.unlisted_pairs == 1
+    view = c.connectivity()
+    assert view["links"] == {"b@h": [ME], "c@h": [ME]}
+    # a node a peer lists and we cannot reach counts too
+    c.peers_received(2.5, 1, PeerListUpdate(2, 1, False, c.table.mask(["d@h"]), 0))
+    c.take()
+    c.tick(3.0)
+    assert c.unlisted_pairs == 2
+
+
+# -- pure pieces ------------------------------------------------------------------
+
+
+@given(st.lists(st.integers(min_value=0, max_value=300), max_size=60))
+def test_name_table_masks_round_trip(numbers: list[int]) -> None:
+    table = NameTable()
+    idents = [f"n{i}@h" for i in numbers]
+    mask = table.mask(idents)
+    assert sorted(table.idents(mask)) == sorted(set(idents))
+    assert mask.bit_count() == len(set(idents))
+    assert list(indices(mask)) == sorted(indices(mask))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.sets(st.integers(min_value=0, max_value=40)), min_size=1, max_size=12))
+def test_changes_applied_in_order_rebuild_the_sender_list(history: list[set[int]]) -> None:
+    """Whatever the sender's list goes through, the receiver's copy (whole list at
+    link-up, then changes) equals the sender's at every version."""
+    table = NameTable()
+    own = OwnList()
+    lists = PeerLists()
+    lists.add_peer("s@h")
+    own.current = table.mask(f"n{i}@h" for i in history[0])
+    own.commit()
+    lists.apply("s@h", own.snapshot())
+    for step in history[1:]:
+        own.current = table.mask(f"n{i}@h" for i in step)
+        update = own.commit()
+        if update is not None:
+            _, ask = lists.apply("s@h", update)
+            assert not ask
+        assert lists.mask_of("s@h") == own.current
+        assert lists.union() == own.current
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.sets(st.integers(min_value=0, max_value=20)), min_size=2, max_size=8),
+    st.randoms(use_true_random=False),
+)
+def test_lost_or_reordered_changes_are_noticed_and_repaired(
+    history: list[set[int]], rnd: object
+) -> None:
+    import random as _random
+
+    assert isinstance(rnd, _random.Random)
+    table = NameTable()
+    own = OwnList()
+    lists = PeerLists()
+    lists.add_peer("s@h")
+    lists.apply("s@h", own.snapshot())
+    updates = []
+    for step in history:
+        own.current = table.mask(f"n{i}@h" for i in step)
+        update = own.commit()
+        if update is not None:
+            updates.append(update)
+    delivered = [u for u in updates if rnd.random() < 0.7]
+    rnd.shuffle(delivered)
+    asked = False
+    for update in delivered:
+        _, ask = lists.apply("s@h", update)
+        asked = asked or ask
+    if lists.mask_of("s@h") != own.current:
+        assert asked or lists.received["s@h"].awaiting_full or delivered != updates
+        lists.apply("s@h", own.snapshot())  # what answering the request does
+    assert lists.mask_of("s@h") == own.current
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["up", "down", "tick", "heard", "disconnect", "connect", "peers"]),
+            st.integers(min_value=0, max_value=5),
+            st.floats(min_value=0.0, max_value=2.0),
+        ),
+        max_size=80,
+    )
+)
+def test_any_sequence_of_inputs_keeps_up_and_down_alternating(
+    steps: list[tuple[str, int, float]],
+) -> None:
+    c = core()
+    now = 0.0
+    link_ids = 0
+    links: dict[int, int] = {}  # node number -> link
+    reported: dict[str, bool] = {}
+    for what, who, dt in steps:
+        now += dt
+        ident = f"n{who}@h"
+        if what == "up":
+            link_ids += 1
+            if c.link_up(now, link_ids, ident, ident, link_ids % 3):
+                links[who] = link_ids
+        elif what == "down" and who in links:
+            c.link_down(now, links[who], "connection_closed")
+        elif what == "tick":
+            c.tick(now)
+        elif what == "heard" and who in links:
+            c.heard(links[who], now)
+        elif what == "disconnect":
+            c.disconnect(now, ident, "k8s")
+        elif what == "connect":
+            c.connect(now, ident, ident, "k8s")
+        elif what == "peers" and who in links:
+            c.peers_received(now, links[who], full(c, [f"n{i}@h" for i in range(who)]))
+        for action in c.take():
+            if isinstance(action, PublishUp | PublishDown):
+                up = isinstance(action, PublishUp)
+                assert reported.get(action.ident, False) != up
+                reported[action.ident] = up
+                if up:
+                    assert action.ident not in c.tombstones
+    assert {i for i, up in reported.items() if up} == set(c.linked())
