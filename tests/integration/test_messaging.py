@@ -35,7 +35,7 @@ from skycluster import (
     UnencodableMessage,
 )
 from skycluster.distribution.link import READ_SIZE
-from skycluster.messaging import messenger as messenger_module
+from skycluster.messaging import channel as channel_module
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "messaging-test-cookie"
@@ -507,7 +507,7 @@ def test_a_call_after_a_reply_goes_out_at_once_and_a_stream_in_batches(
     """A small frame skips the node's queue when the link is idle: nothing went out
     that way for DIRECT_IDLE, or the peer has sent something since (a request after
     its reply, a reply after its request). A one-way stream is batched."""
-    monkeypatch.setattr(messenger_module, "DIRECT_IDLE", 3600.0)  # no link idles that long here
+    monkeypatch.setattr(channel_module, "DIRECT_IDLE", 3600.0)  # no link idles that long here
 
     async def main() -> None:
         async with local_cluster("da") as a, local_cluster("db") as b:

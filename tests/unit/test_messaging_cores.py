@@ -49,6 +49,22 @@ def test_call_reply_and_fragment_frames() -> None:
     assert frames.frame_kind(b"\x05") == 0 and frames.frame_kind(b"") == 0
 
 
+def test_the_heads_the_senders_write_make_whole_frames() -> None:
+    """What a channel writes: a CALL's or REPLY's head then the encoded message, a
+    batch as pieces (one message alone makes a frame of its own too)."""
+    call = wire.call_head(codec.encode_key("box"), codec.encode_key(7)) + codec.encode([1])
+    assert msgpack.unpackb(call) == [wire.CALL, "box", 7, [1]]
+    reply = wire.reply_head(codec.encode_key(7) + codec.encode_key(wire.NO_MAILBOX))
+    assert msgpack.unpackb(reply + codec.encode("box")) == [wire.REPLY, 7, 1, "box"]
+    for kind in (wire.SEND, wire.PUBLISH):
+        for count in (1, 15, 16, 70000):
+            messages = [codec.encode(n) for n in range(count)]
+            parts = wire.batch_parts(kind, codec.encode_key("t"), messages)
+            assert parts[3:] == messages
+            assert msgpack.unpackb(b"".join(parts)) == [kind, "t", list(range(count))]
+            assert b"".join(parts) == wire.batch_payload(kind, codec.encode_key("t"), messages)
+
+
 def test_reassembler_joins_and_drops_oversized_frames() -> None:
     parts = wire.Reassembler(limit=10_000)
     assert parts.feed(True, b"a" * 4000) is None

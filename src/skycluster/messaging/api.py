@@ -24,9 +24,10 @@ from skycluster.errors import (
     NodeUnreachable,
 )
 from skycluster.messaging import codec, wire
+from skycluster.messaging.channel import DOWN, FULL, QUEUED, Channel
 from skycluster.messaging.deadlines import expire
 from skycluster.messaging.inbox import DEFAULT_MAILBOX_SIZE, Mailbox, TopicSubscription
-from skycluster.messaging.messenger import DOWN, FULL, QUEUED, Channel, Messenger
+from skycluster.messaging.messenger import Messenger
 from skycluster.names import NodeName
 
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ class Messaging:
                 messenger.call_local(name, data, resolve)
             else:
                 ref = messenger.start_call(ident, resolve)
-                head = b"\x94\x06" + codec.encode_key(name) + codec.encode_key(ref)
+                head = wire.call_head(codec.encode_key(name), codec.encode_key(ref))
                 channel = messenger.channel(ident)
                 if channel is None or channel.offer(wire.CALL, None, head, data) != QUEUED:
                     # not linked yet, or no room: the slow way, within the same deadline
@@ -283,7 +284,7 @@ class Messaging:
                 messenger.call_local(name, data, resolve)
             else:
                 ref = messenger.start_call(ident, resolve)
-                head = b"\x94\x06" + codec.encode_key(name) + codec.encode_key(ref)
+                head = wire.call_head(codec.encode_key(name), codec.encode_key(ref))
                 self._offer_blocking(messenger, ident, node, wire.CALL, None, head, data, timeout)
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except (TimeoutError, concurrent.futures.TimeoutError):

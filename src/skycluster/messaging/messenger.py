@@ -1,18 +1,9 @@
-"""The node's side of messaging: send buffers per peer, mailboxes, topics, calls.
+"""The node's side of messaging: mailboxes, topics, calls, and the frames that arrive.
 
-Lives with the :class:`~skycluster.distribution.node.Node` on its thread. Application
-threads put encoded messages into a peer's :class:`Channel` (a bounded buffer)
-and the node's loop writes everything buffered in one write: one wake-up of
-the node's loop per batch, not per message. Frames that arrive are decoded a
-frame (many messages) at a time and handed to mailboxes and subscriptions.
-
-Backpressure: a channel holds at most ``send_buffer_size`` bytes (soft by one
-message); ``send`` waits for room, ``send_nowait`` raises BufferFull. The
-node's loop moves bytes from a channel to its socket only while the socket
-keeps up (the transport's write buffer is capped at ``WRITE_BUFFER`` bytes), so
-memory stays bounded however slow the peer. Frames larger than
-``FRAGMENT_SIZE`` go out in pieces, at most ``FLUSH_BYTES`` per turn of the
-loop, so heartbeats are never queued behind a large message.
+Lives with the :class:`~skycluster.distribution.node.Node` on its thread. Sends
+go through a :class:`~skycluster.messaging.channel.Channel` per peer. Frames
+that arrive are decoded a frame (many messages) at a time and handed to
+mailboxes and subscriptions; a mailbox that fills holds its link back.
 """
 
 from __future__ import annotations
@@ -22,13 +13,10 @@ import contextlib
 import itertools
 import logging
 import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from skycluster.distribution import frames
-from skycluster.distribution.link import NOT_WRITTEN, WRITE_FAILED, WROTE_PART
 from skycluster.errors import (
     AlreadyRegistered,
     CallFailed,
@@ -38,6 +26,7 @@ from skycluster.errors import (
     NoSuchMailbox,
 )
 from skycluster.messaging import codec, wire
+from skycluster.messaging.channel import WRITE_BUFFER, Channel
 from skycluster.messaging.codec import encode as _encode
 from skycluster.messaging.deadlines import Deadlines
 from skycluster.messaging.inbox import (
@@ -45,9 +34,6 @@ from skycluster.messaging.inbox import (
     Mailbox,
     Request,
     TopicSubscription,
-    Waiter,
-    wake_all,
-    waker,
 )
 
 if TYPE_CHECKING:
@@ -56,240 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("skycluster.messaging")
 
-FLUSH_BYTES = 1024 * 1024  # written per turn of the node's loop, per link
-WRITE_BUFFER = 1024 * 1024  # the transport's high-water mark
-DIRECT_IDLE = 50e-6  # a link idle this long may take a small frame straight from the sender
-
-# offer() results
-QUEUED = 0
-FULL = 1
-DOWN = 2
-
-_BATCH_START = {wire.SEND: bytes((0x93, wire.SEND)), wire.PUBLISH: bytes((0x93, wire.PUBLISH))}
-
 Resolver = Callable[[BaseException | None, Any], None]
-
-
-class Channel:
-    """The send buffer towards one peer (identity); survives the peer's reconnections."""
-
-    def __init__(self, messenger: Messenger, ident: str) -> None:
-        self.messenger = messenger
-        self.ident = ident
-        self.loop = messenger.loop
-        self.limit = messenger.send_buffer_size
-        self.lock = threading.Lock()
-        self.room = threading.Condition(self.lock)
-        # [kind, key, head bytes, [message bytes...], size]
-        self.groups: deque[list[Any]] = deque()
-        self.size = 0
-        self.link: Link | None = None
-        self.flush_pending = False
-        self.paused = False  # the transport asked us to stop writing
-        self._partial: memoryview | None = None
-        self._offset = 0
-        self._raw: bytes | None = None  # the unsent end of a frame written directly
-        self._direct_busy = False
-        self._last_direct = 0.0
-        self.async_waiters: list[Waiter] = []
-        self.sync_waiting = 0
-
-    # -- any thread -------------------------------------------------------------
-
-    def offer(self, kind: int, key: Any, head: bytes, data: bytes, *, force: bool = False) -> int:
-        """Queue one encoded message: QUEUED, FULL (no room) or DOWN (not linked)."""
-        size = len(data)
-        with self.lock:
-            if self.link is None:
-                return DOWN
-            if self.size >= self.limit and not force:
-                return FULL
-            groups = self.groups
-            if key is not None and groups:
-                tail = groups[-1]
-                if tail[1] == key and tail[0] == kind and tail[4] + size <= wire.GROUP_BYTES:
-                    tail[3].append(data)
-                    tail[4] += size
-                    self.size += size
-                    return QUEUED
-            if not head:
-                head = codec.encode_key(key)
-            if self.flush_pending:
-                groups.append([kind, key, head, [data], size])
-                self.size += size
-                return QUEUED
-            on_loop = threading.get_ident() == self.messenger.loop_thread
-            direct = False
-            if size <= wire.GROUP_BYTES and (
-                self.link.direct_writes if not on_loop else not self.paused
-            ):
-                now = time.monotonic()
-                last = self._last_direct
-                if now - last >= DIRECT_IDLE or self.link.last_received >= last:
-                    # An idle link, or the peer has answered since our last direct
-                    # write (a request and its reply): write this frame now rather than
-                    # wake (or wait for) the node's loop; a round trip saves a thread
-                    # hop. A one-way stream still goes out in batches.
-                    self._last_direct = now
-                    self.messenger.count("direct_writes")
-                    if on_loop:
-                        # The node's own thread owns the transport: write it now, the
-                        # lock held, so that no other sender can come in between.
-                        self.link.write_frame(_frame(kind, head, data))
-                        return QUEUED
-                    direct = self._direct_busy = True
-                    link = self.link
-            self.flush_pending = True
-            if not direct:
-                groups.append([kind, key, head, [data], size])
-                self.size += size
-        if direct:
-            self._write_direct(link, _frame(kind, head, data))
-            return QUEUED
-        if on_loop:
-            self.loop.call_soon(self.flush)
-        else:
-            self.loop.call_soon_threadsafe(self.flush)
-        return QUEUED
-
-    def _write_direct(self, link: Link, frame: bytes) -> None:
-        """Write ``frame`` to the socket from an application thread (any but the
-        node's); what the socket does not take goes out on the node's loop."""
-        result = link.write_direct(frame)
-        if result == WRITE_FAILED:
-            self.messenger.count("messages_lost_link_down")
-        with self.lock:
-            self._direct_busy = False
-            if result == NOT_WRITTEN:
-                self._raw = frame
-            elif not self.groups and result != WROTE_PART:  # a tail needs the flush to go out
-                self.flush_pending = False
-                return
-        self.loop.call_soon_threadsafe(self.flush)
-
-    def add_waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
-        """A future that completes when there may be room; None if there is room now."""
-        future: asyncio.Future[None] = loop.create_future()
-        with self.lock:
-            if self.size < self.limit or self.link is None:
-                return None
-            self.async_waiters.append((waker(loop), future))
-        return future
-
-    def wait_room(self, timeout: float | None) -> bool:
-        with self.room:
-            if self.size < self.limit or self.link is None:
-                return True
-            self.sync_waiting += 1
-            try:
-                return self.room.wait(timeout)
-            finally:
-                self.sync_waiting -= 1
-
-    # -- the node's loop --------------------------------------------------------
-
-    def flush(self) -> None:
-        link = self.link
-        if link is None or not link.writable:
-            self.drop()
-            return
-        if self.paused or self._direct_busy:
-            return  # resume_writing(), or the direct writer, calls us again
-        out: list[bytes] = []
-        counted = 0  # bytes the direct writer counted already
-        if self._raw is not None:
-            out.append(self._raw)
-            counted = len(self._raw)
-            self._raw = None
-        nframes = 0
-        budget = FLUSH_BYTES
-        header = frames.HEADER.pack
-        while budget > 0:
-            partial = self._partial
-            if partial is not None:
-                start = self._offset
-                chunk = partial[start : start + wire.FRAGMENT_SIZE]
-                end = start + len(chunk)
-                more = end < len(partial)
-                piece = wire.fragment_payload(chunk, more)
-                out.append(header(len(piece)))
-                nframes += 1
-                out.append(piece)
-                budget -= len(piece)
-                if more:
-                    self._offset = end
-                else:
-                    self._partial = None
-                continue
-            with self.lock:
-                if not self.groups:
-                    break
-                group = self.groups.popleft()
-                self.size -= group[4]
-            kind = group[0]
-            if kind == wire.CALL or kind == wire.REPLY:
-                head = group[2]
-                parts = [head, group[3][0]]
-                size = group[4] + len(head)
-            else:
-                messages = group[3]
-                opening = _BATCH_START[kind]
-                count = wire.array_header(len(messages))
-                parts = [opening, group[2], count, *messages]
-                size = group[4] + len(opening) + len(group[2]) + len(count)
-            if size > 2 * wire.FRAGMENT_SIZE:
-                self._partial = memoryview(b"".join(parts))
-                self._offset = 0
-                continue
-            out.append(header(size))
-            nframes += 1
-            out.extend(parts)
-            budget -= size
-        data = b"".join(out)
-        traffic = self.messenger.node.traffic
-        traffic.bytes_out += len(data) - counted
-        traffic.frames_out += nframes
-        link.write_out(data)  # after the end of a frame written directly in part, if any
-        with self.lock:
-            done = not self.groups and self._partial is None
-            if done:
-                self.flush_pending = False  # only now: a direct write must not overtake
-        if self.async_waiters or self.sync_waiting:
-            self.wake_senders()
-        if not done and not self.paused:
-            self.loop.call_soon(self.flush)
-
-    def wake_senders(self) -> None:
-        with self.lock:
-            # Wake waiting senders once the buffer is half empty, not at the first
-            # byte of room: fewer wake-ups, each with room for many messages.
-            if self.size > self.limit // 2 and self.link is not None:
-                return
-            waiters, self.async_waiters = self.async_waiters, []
-            if self.sync_waiting:
-                self.room.notify_all()
-        if waiters:
-            wake_all(waiters)
-
-    def drop(self) -> None:
-        """The link is gone: what is buffered is lost (delivery is at most once)."""
-        with self.lock:
-            lost = sum(len(group[3]) for group in self.groups)
-            self.groups.clear()
-            self.size = 0
-            self.flush_pending = False
-        if self._partial is not None:
-            lost += 1
-            self._partial = None
-        self._raw = None
-        if lost:
-            self.messenger.count("messages_lost_link_down", lost)
-        self.wake_senders()
-
-    def resume(self) -> None:
-        self.paused = False
-        if self.flush_pending:
-            self.flush()
+_OnFrame = Callable[["Link", list[Any], codec.Undecodable | None], None]
 
 
 class Messenger:
@@ -324,6 +78,13 @@ class Messenger:
         self._logged: set[str] = set()
         self._deadlines: dict[asyncio.AbstractEventLoop, Deadlines] = {}
         self.closed = False
+        # Per frame type: the check of its shape (raises when malformed), its handler.
+        self._by_kind: dict[int, tuple[Callable[[Any], list[Any]], _OnFrame]] = {
+            wire.SEND: (_batch, self._on_send),
+            wire.PUBLISH: (_batch, self._on_publish),
+            wire.CALL: (_call, self._on_call),
+            wire.REPLY: (_reply, self._on_reply),
+        }
 
     # -- registrations (any thread) ---------------------------------------------
 
@@ -471,8 +232,8 @@ class Messenger:
         if channel is None:
             self.count("replies_lost")
             return
-        head = codec.encode_key(ref) + codec.encode_key(status)
-        channel.offer(wire.REPLY, None, b"\x94\x07" + head, data, force=True)
+        head = wire.reply_head(codec.encode_key(ref) + codec.encode_key(status))
+        channel.offer(wire.REPLY, None, head, data, force=True)
 
     # -- links (the node's loop) ------------------------------------------------
 
@@ -482,7 +243,14 @@ class Messenger:
         link.set_write_buffer_limit(WRITE_BUFFER)
         channel = self.channels.get(ident)
         if channel is None:
-            channel = self.channels[ident] = Channel(self, ident)
+            channel = self.channels[ident] = Channel(
+                ident,
+                loop=self.loop,
+                loop_thread=self.loop_thread,
+                limit=self.send_buffer_size,
+                traffic=self.node.traffic,
+                count=self.count,
+            )
         channel.drop()  # anything left from an old link is not for this incarnation
         channel.paused = False
         with channel.lock:
@@ -559,95 +327,97 @@ class Messenger:
                 inbox._wake()
 
     def frame_received(self, link: Link, kind: int, payload: bytes) -> None:
+        """A messaging frame (the node's frame handler for :data:`frame_types.MESSAGING`):
+        put a FRAGMENT's pieces together, decode, check its shape, hand it to the
+        handler of its type; a later version's type is ignored."""
         if kind == wire.FRAGMENT:
             whole = self._fragment(link, payload)
             if whole is None:
                 return
             payload = whole
             kind = frames.frame_kind(payload)
+        by_kind = self._by_kind.get(kind)
+        if by_kind is None:
+            return  # a later version's frame: ignored
+        check, handle = by_kind
         decoder = self._decoder
         decoder.failed = None
         try:
-            frame = decoder.decode(payload)
-            if kind == wire.SEND or kind == wire.PUBLISH:
-                _, key, messages = frame
-                if not isinstance(key, str) or not isinstance(messages, list):
-                    raise ValueError("bad field types")
-            elif kind == wire.CALL:
-                _, key, ref, request = frame
-                if not isinstance(key, str) or not isinstance(ref, int):
-                    raise ValueError("bad field types")
-            elif kind == wire.REPLY:
-                _, ref, status, value = frame
-                if not isinstance(ref, int) or not isinstance(status, int):
-                    raise ValueError("bad field types")
-            else:
-                return  # a later version's frame: ignored
+            frame = check(decoder.decode(payload))
         except Exception as exc:
             self._undecodable(link, f"a frame of type {kind} could not be decoded ({exc})")
             return
-        if kind == wire.SEND:
-            if decoder.failed is not None:
-                messages = self._good(link, messages, decoder.failed)
-            box = self.mailboxes.get(key)
-            if box is None and key in self.handlers:
-                for message in messages:
-                    self._handle(key, message)
+        handle(link, frame, decoder.failed)
+
+    def _on_send(self, link: Link, frame: list[Any], failed: codec.Undecodable | None) -> None:
+        _, key, messages = frame
+        if failed is not None:
+            messages = self._good(link, messages, failed)
+        box = self.mailboxes.get(key)
+        if box is None and key in self.handlers:
+            for message in messages:
+                self._handle(key, message)
+            return
+        if box is None:
+            self.count("messages_to_unknown_mailbox", len(messages))
+            self._log_once(
+                f"box:{key}", "messages for mailbox %r, not registered here, are dropped", key
+            )
+            return
+        if box.put_many(messages, self._to_wake):
+            self._hold(link, box)
+
+    def _on_publish(self, link: Link, frame: list[Any], failed: codec.Undecodable | None) -> None:
+        _, key, messages = frame
+        if failed is not None:
+            messages = self._good(link, messages, failed)
+        for sub in self.topics.get(key, ()):
+            if sub.put_many(messages, self._to_wake):
+                self._hold(link, sub)
+
+    def _on_call(self, link: Link, frame: list[Any], failed: codec.Undecodable | None) -> None:
+        _, key, ref, request = frame
+        ident = link.identity
+        assert ident is not None
+        if failed is not None:
+            self._undecodable(link, f"a request: {failed.why}")
+            self.answer(ident, ref, wire.BAD_REQUEST, failed.why)
+            return
+        box = self.mailboxes.get(key)
+        if box is None:
+            handler = self.handlers.get(key)
+            if handler is None:
+                self.answer(ident, ref, wire.NO_MAILBOX, key)
                 return
-            if box is None:
-                self.count("messages_to_unknown_mailbox", len(messages))
-                self._log_once(
-                    f"box:{key}", "messages for mailbox %r, not registered here, are dropped", key
-                )
+            try:
+                result = handler(request)
+            except Exception as exc:
+                self.count("handler_errors")
+                log.exception("the handler of %r raised", key)
+                self.answer(ident, ref, wire.FAILED, f"the handler of {key!r} raised {exc!r}")
                 return
-            if box.put_many(messages, self._to_wake):
-                self._hold(link, box)
-        elif kind == wire.PUBLISH:
-            if decoder.failed is not None:
-                messages = self._good(link, messages, decoder.failed)
-            for sub in self.topics.get(key, ()):
-                if sub.put_many(messages, self._to_wake):
-                    self._hold(link, sub)
-        elif kind == wire.CALL:
-            ident = link.identity
-            assert ident is not None
-            if decoder.failed is not None:
-                self._undecodable(link, f"a request: {decoder.failed.why}")
-                self.answer(ident, ref, wire.BAD_REQUEST, decoder.failed.why)
-                return
-            box = self.mailboxes.get(key)
-            if box is None:
-                handler = self.handlers.get(key)
-                if handler is None:
-                    self.answer(ident, ref, wire.NO_MAILBOX, key)
-                    return
-                try:
-                    result = handler(request)
-                except Exception as exc:
-                    self.count("handler_errors")
-                    log.exception("the handler of %r raised", key)
-                    self.answer(ident, ref, wire.FAILED, f"the handler of {key!r} raised {exc!r}")
-                    return
-                self.answer(ident, ref, wire.OK, result)
-                return
-            if box.put_many([Request(request, ident, self._replier(ident, ref))], self._to_wake):
-                self._hold(link, box)
-        else:  # REPLY
-            entry = self.calls.pop(ref, None)
-            if entry is None:
-                return  # the caller gave up already
-            resolve = entry[1]
-            if decoder.failed is not None:
-                self._undecodable(link, f"a reply: {decoder.failed.why}")
-                resolve(codec_error(decoder.failed.why), None)
-            elif status == wire.OK:
-                resolve(None, value)
-            elif status == wire.NO_MAILBOX:
-                resolve(NoSuchMailbox(f"no mailbox named {value!r} on {entry[0]}"), None)
-            elif status == wire.FAILED:
-                resolve(CallFailed(f"{entry[0]}: {value}"), None)
-            else:
-                resolve(codec_error(f"{entry[0]} could not take the request: {value}"), None)
+            self.answer(ident, ref, wire.OK, result)
+            return
+        if box.put_many([Request(request, ident, self._replier(ident, ref))], self._to_wake):
+            self._hold(link, box)
+
+    def _on_reply(self, link: Link, frame: list[Any], failed: codec.Undecodable | None) -> None:
+        _, ref, status, value = frame
+        entry = self.calls.pop(ref, None)
+        if entry is None:
+            return  # the caller gave up already
+        who, resolve = entry
+        if failed is not None:
+            self._undecodable(link, f"a reply: {failed.why}")
+            resolve(codec_error(failed.why), None)
+        elif status == wire.OK:
+            resolve(None, value)
+        elif status == wire.NO_MAILBOX:
+            resolve(NoSuchMailbox(f"no mailbox named {value!r} on {who}"), None)
+        elif status == wire.FAILED:
+            resolve(CallFailed(f"{who}: {value}"), None)
+        else:
+            resolve(codec_error(f"{who} could not take the request: {value}"), None)
 
     def _handle(self, name: str, message: Any) -> None:
         handler = self.handlers.get(name)
@@ -737,13 +507,28 @@ class Messenger:
         log.warning(message, *args)
 
 
-def _frame(kind: int, head: bytes, data: bytes) -> bytes:
-    """One frame holding one message: a CALL or REPLY, or a SEND or PUBLISH of one."""
-    if kind == wire.CALL or kind == wire.REPLY:
-        payload = head + data
-    else:
-        payload = b"".join((_BATCH_START[kind], head, b"\x91", data))
-    return frames.HEADER.pack(len(payload)) + payload
+def _batch(frame: Any) -> list[Any]:
+    """[SEND | PUBLISH, key, [message, ...]]"""
+    _, key, messages = frame
+    if not isinstance(key, str) or not isinstance(messages, list):
+        raise ValueError("bad field types")
+    return frame  # type: ignore[no-any-return]
+
+
+def _call(frame: Any) -> list[Any]:
+    """[CALL, mailbox, ref, request]"""
+    _, key, ref, _request = frame
+    if not isinstance(key, str) or not isinstance(ref, int):
+        raise ValueError("bad field types")
+    return frame  # type: ignore[no-any-return]
+
+
+def _reply(frame: Any) -> list[Any]:
+    """[REPLY, ref, status, value]"""
+    _, ref, status, _value = frame
+    if not isinstance(ref, int) or not isinstance(status, int):
+        raise ValueError("bad field types")
+    return frame  # type: ignore[no-any-return]
 
 
 def codec_error(why: str) -> Exception:

@@ -54,21 +54,44 @@ def bin_header(size: int) -> bytes:
     return b"\xc6" + _U32.pack(size)
 
 
+# The bytes a frame of each type starts with: a msgpack array of 3 or 4, then its type.
+_BATCH_START = {SEND: bytes((0x93, SEND)), PUBLISH: bytes((0x93, PUBLISH))}
+_CALL_START = bytes((0x94, CALL))
+_REPLY_START = bytes((0x94, REPLY))
+_FRAGMENT_START = bytes((0x93, FRAGMENT))
+
+
+def batch_parts(kind: int, key: bytes, messages: list[bytes]) -> list[bytes]:
+    """SEND / PUBLISH as the pieces to write, in order: ``key`` and every message
+    are msgpack-encoded already (the first three pieces are the frame's head)."""
+    return [_BATCH_START[kind], key, array_header(len(messages)), *messages]
+
+
 def batch_payload(kind: int, key: bytes, messages: list[bytes]) -> bytes:
     """SEND / PUBLISH: ``key`` and every message are msgpack-encoded already."""
-    return b"".join((bytes((0x93, kind)), key, array_header(len(messages)), *messages))
+    return b"".join(batch_parts(kind, key, messages))
+
+
+def call_head(name: bytes, ref: bytes) -> bytes:
+    """A CALL up to its request (``name`` and ``ref`` msgpack-encoded)."""
+    return _CALL_START + name + ref
 
 
 def call_payload(name: bytes, ref: bytes, request: bytes) -> bytes:
-    return b"".join((b"\x94\x06", name, ref, request))
+    return call_head(name, ref) + request
+
+
+def reply_head(ref_status: bytes) -> bytes:
+    """A REPLY up to its value (``ref`` and ``status`` msgpack-encoded, one after the other)."""
+    return _REPLY_START + ref_status
 
 
 def reply_payload(ref_status: bytes, value: bytes) -> bytes:
-    return b"".join((b"\x94\x07", ref_status, value))
+    return reply_head(ref_status) + value
 
 
 def fragment_payload(chunk: memoryview, more: bool) -> bytes:
-    return b"".join((b"\x93\x09", b"\xc3" if more else b"\xc2", bin_header(len(chunk)), chunk))
+    return b"".join((_FRAGMENT_START, b"\xc3" if more else b"\xc2", bin_header(len(chunk)), chunk))
 
 
 class TooLarge(Exception):
