@@ -12,7 +12,7 @@ import concurrent.futures
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
@@ -30,7 +30,8 @@ from skycluster.events import (
     Subscription,
     SyncSubscription,
 )
-from skycluster.messaging.api import Messaging
+from skycluster.messaging.api import DEFAULT_CALL_TIMEOUT, Messaging, PubSub
+from skycluster.messaging.inbox import DEFAULT_MAILBOX_SIZE, Mailbox
 from skycluster.names import NodeName, format_address
 from skycluster.runtime import SHARED_NEEDS_A_LOOP, Runtime
 from skycluster.strategy import Strategy, Topology, check_topologies, topologies_from
@@ -41,7 +42,7 @@ S = TypeVar("S", bound=Subscription)
 EventCallback = Callable[[Event], Awaitable[None] | None]
 
 
-class Cluster(Messaging):
+class Cluster:
     """A node that joins a cluster through its topologies and reports membership.
 
     ``name`` is ``name@host`` or ``name@host:port`` (the port is where this
@@ -127,6 +128,7 @@ class Cluster(Messaging):
         )
         self._bus = EventBus()
         self._runtime: Runtime | None = None
+        self._messaging = Messaging(self._require)  # send, call, register, pubsub
         self._callbacks: TaskSet | None = None
         self._subscriptions: list[Subscription] = []
 
@@ -393,6 +395,64 @@ class Cluster(Messaging):
             f"only {len(linked)} of {count} nodes linked after {timeout} s: "
             f"{', '.join(linked) or 'none'}"
         )
+
+    # -- messaging (see docs/messaging.md; the work is done by self._messaging) --
+
+    def register(self, name: str, *, maxsize: int = DEFAULT_MAILBOX_SIZE) -> Mailbox:
+        """A mailbox that receives what is sent to ``name`` on this node.
+        ``async for message in mailbox`` or ``mailbox.receive(timeout)``;
+        ``mailbox.close()`` unregisters it. Raises AlreadyRegistered."""
+        return self._messaging.register(name, maxsize=maxsize)
+
+    def serve(self, name: str, handler: Callable[[Any], Any]) -> Callable[[], None]:
+        """Answer calls to ``name`` with ``handler(request)``, run on the node's own
+        thread as frames arrive (no hop to the application's loop: the quickest
+        round trip). Plain messages sent to ``name`` are passed to it too. The
+        handler must be quick and never block: heartbeats wait while it runs. A
+        handler that raises gives the caller CallFailed. Returns a function that
+        stops serving."""
+        return self._messaging.serve(name, handler)
+
+    # The async forms hand back the messaging object's coroutine rather than await
+    # it in a coroutine of their own: one frame less on every send.
+
+    def send(self, node: str, name: str, message: Any) -> Coroutine[Any, Any, None]:
+        """Deliver ``message`` to mailbox ``name`` on ``node`` (links to it first if
+        needed). Returns once the message is in the link's send buffer, waiting for
+        room when the buffer is full. Raises NodeUnreachable, MessageTooLarge,
+        UnencodableMessage. Delivery is at most once; order per sender and mailbox."""
+        return self._messaging.send(node, name, message)
+
+    def send_nowait(self, node: str, name: str, message: Any) -> None:
+        """:meth:`send` that never waits: raises BufferFull when the send buffer is
+        full and NodeUnreachable when ``node`` is not linked (``await send`` links)."""
+        self._messaging.send_nowait(node, name, message)
+
+    def send_blocking(
+        self, node: str, name: str, message: Any, timeout: float | None = None
+    ) -> None:
+        """:meth:`send` for a plain thread; TimeoutError when no room within ``timeout``."""
+        self._messaging.send_blocking(node, name, message, timeout)
+
+    def call(
+        self, node: str, name: str, request: Any, *, timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> Coroutine[Any, Any, Any]:
+        """Send ``request`` to mailbox ``name`` on ``node`` and wait for the answer
+        its owner gives with ``request.reply(value)``. Raises CallTimeout (no answer
+        in time), NodeDisconnected (the link went down first: at once),
+        NoSuchMailbox, NodeUnreachable."""
+        return self._messaging.call(node, name, request, timeout=timeout)
+
+    def call_blocking(
+        self, node: str, name: str, request: Any, *, timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> Any:
+        """:meth:`call` for a plain thread."""
+        return self._messaging.call_blocking(node, name, request, timeout=timeout)
+
+    @property
+    def pubsub(self) -> PubSub:
+        """Cluster-wide publish/subscribe (Phoenix.PubSub semantics)."""
+        return self._messaging.pubsub
 
     def _require(self) -> Runtime:
         if self._runtime is None:

@@ -471,7 +471,7 @@ async def test_slow_receiver_bounds_memory(start_peer: Callable[..., Peer]) -> N
         events = cluster.subscribe()
         payload = b"z" * 10_240
         count = 4000  # 40 MB, far more than every buffer on the way
-        messenger = cluster._messenger()
+        messenger = cluster._messaging._messenger()
         peak = 0
         for seq in range(count):
             await cluster.send(peer.name, "slow", ["slow", seq, payload])

@@ -1,5 +1,6 @@
 """The application's face of messaging: ``cluster.send``, ``call``, ``register``
-and ``cluster.pubsub``. Mixed into :class:`~skycluster.Cluster`.
+and ``cluster.pubsub``. A :class:`~skycluster.Cluster` holds one :class:`Messaging`
+and hands these calls to it.
 
 Every method is safe from any thread. The ``async`` forms wait (for a link, for
 room in a send buffer, for a reply) without blocking the loop; ``*_blocking``
@@ -13,8 +14,8 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from skycluster import _blocking
 from skycluster.errors import (
@@ -30,32 +31,45 @@ from skycluster.messaging.inbox import DEFAULT_MAILBOX_SIZE, Mailbox, TopicSubsc
 from skycluster.messaging.messenger import Messenger
 from skycluster.names import NodeName
 
-if TYPE_CHECKING:
-    from skycluster.runtime import Runtime
+T = TypeVar("T")
 
 DEFAULT_CALL_TIMEOUT = 5.0
 
 
+class Host(Protocol):
+    """What messaging needs of the running node (a :class:`skycluster.runtime.Runtime`)."""
+
+    @property
+    def messenger(self) -> Messenger | None: ...
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]: ...
+
+
 class Messaging:
-    """Named mailboxes, send and call (mixed into Cluster)."""
+    """Named mailboxes, send, call and pub/sub for one :class:`~skycluster.Cluster`.
 
-    _identities: dict[str, str]
+    Owns what the application side of messaging keeps between calls: the
+    messenger of the node that runs now (asked of ``host()`` again after a
+    restart) and the node names already parsed. ``host()`` raises when the
+    cluster is not started."""
 
-    def _require(self) -> Runtime:  # provided by Cluster
-        raise NotImplementedError
+    def __init__(self, host: Callable[[], Host]) -> None:
+        self._host = host
+        self._current: Messenger | None = None
+        self._identities: dict[str, str] = {}
 
     def _messenger(self) -> Messenger:
-        messenger: Messenger | None = self.__dict__.get("_current_messenger")
+        messenger = self._current
         if messenger is not None and not messenger.closed:
             return messenger
-        messenger = self._require().messenger
+        messenger = self._host().messenger
         if messenger is None:
             raise RuntimeError("the cluster is not started; use 'async with Cluster(...)'")
-        self.__dict__["_current_messenger"] = messenger
+        self._current = messenger
         return messenger
 
     def _identity(self, node: str) -> str:
-        cache = self.__dict__.setdefault("_identities", {})
+        cache = self._identities
         ident: str | None = cache.get(node)
         if ident is None:
             ident = NodeName.parse(node).identity
@@ -66,43 +80,32 @@ class Messaging:
     # -- mailboxes --------------------------------------------------------------
 
     def register(self, name: str, *, maxsize: int = DEFAULT_MAILBOX_SIZE) -> Mailbox:
-        """A mailbox that receives what is sent to ``name`` on this node.
-        ``async for message in mailbox`` or ``mailbox.receive(timeout)``;
-        ``mailbox.close()`` unregisters it. Raises AlreadyRegistered."""
+        """The body of :meth:`Cluster.register <skycluster.Cluster.register>`."""
         return self._messenger().register(name, maxsize)
 
     def serve(self, name: str, handler: Callable[[Any], Any]) -> Callable[[], None]:
-        """Answer calls to ``name`` with ``handler(request)``, run on the node's own
-        thread as frames arrive (no hop to the application's loop: the quickest
-        round trip). Plain messages sent to ``name`` are passed to it too. The
-        handler must be quick and never block: heartbeats wait while it runs. A
-        handler that raises gives the caller CallFailed. Returns a function that
-        stops serving."""
+        """The body of :meth:`Cluster.serve <skycluster.Cluster.serve>`."""
         return self._messenger().serve(name, handler)
 
     # -- send -------------------------------------------------------------------
 
     async def send(self, node: str, name: str, message: Any) -> None:
-        """Deliver ``message`` to mailbox ``name`` on ``node`` (links to it first if
-        needed). Returns once the message is in the link's send buffer, waiting for
-        room when the buffer is full. Raises NodeUnreachable, MessageTooLarge,
-        UnencodableMessage. Delivery is at most once; order per sender and mailbox."""
+        """The body of :meth:`Cluster.send <skycluster.Cluster.send>`."""
         messenger = self._messenger()
         data = messenger.encode(message)
         channel = messenger.by_address.get(node)
-        if channel is not None and channel.offer(wire.SEND, name, b"", data) == QUEUED:
+        if channel is not None and channel.offer(wire.SEND, name, head=b"", data=data) == QUEUED:
             return
         ident = self._identity(node)
         if ident == messenger.identity:
             messenger.deliver_local(name, data)
             return
-        channel = await self._offer(messenger, ident, node, wire.SEND, name, data)
+        channel = await self._offer(messenger, ident, node, kind=wire.SEND, key=name, data=data)
         if len(messenger.by_address) < 10_000:
             messenger.by_address[node] = channel
 
     def send_nowait(self, node: str, name: str, message: Any) -> None:
-        """:meth:`send` that never waits: raises BufferFull when the send buffer is
-        full and NodeUnreachable when ``node`` is not linked (``await send`` links)."""
+        """The body of :meth:`Cluster.send_nowait <skycluster.Cluster.send_nowait>`."""
         messenger = self._messenger()
         data = messenger.encode(message)
         ident = self._identity(node)
@@ -112,7 +115,7 @@ class Messaging:
         channel = messenger.channel(ident)
         if channel is None:
             raise NodeUnreachable(f"{ident} is not linked; 'await send' links to it first")
-        status = channel.offer(wire.SEND, name, b"", data)
+        status = channel.offer(wire.SEND, name, head=b"", data=data)
         if status == FULL:
             raise BufferFull(
                 f"the send buffer to {ident} is full ({channel.limit} bytes, send_buffer_size)"
@@ -123,82 +126,103 @@ class Messaging:
     def send_blocking(
         self, node: str, name: str, message: Any, timeout: float | None = None
     ) -> None:
-        """:meth:`send` for a plain thread; TimeoutError when no room within ``timeout``."""
+        """The body of :meth:`Cluster.send_blocking <skycluster.Cluster.send_blocking>`."""
         messenger = self._messenger()
         data = messenger.encode(message)
         ident = self._identity(node)
         if ident == messenger.identity:
             messenger.deliver_local(name, data)
             return
-        self._offer_blocking(messenger, ident, node, wire.SEND, name, b"", data, timeout)
+        self._offer_blocking(messenger, ident, node, timeout, kind=wire.SEND, key=name, data=data)
+
+    def _offer_step(
+        self,
+        messenger: Messenger,
+        ident: str,
+        linked_once: bool,
+        *,
+        kind: int,
+        key: Any,
+        head: bytes,
+        data: bytes,
+    ) -> tuple[int, Channel | None]:
+        """One try at queueing a message for ``ident``, shared by the async and the
+        blocking forms: (QUEUED, channel); (FULL, channel): wait for room, then try
+        again; (DOWN, None): link first. NodeDisconnected when the link it made
+        went down."""
+        while True:
+            channel = messenger.channel(ident)
+            if channel is None:
+                if linked_once:
+                    raise NodeDisconnected(f"the link to {ident} went down")
+                return DOWN, None
+            status = channel.offer(kind, key, head=head, data=data)
+            if status != DOWN:  # DOWN: the link went down since we looked: look again
+                return status, channel
 
     async def _offer(
         self,
         messenger: Messenger,
         ident: str,
         node: str,
+        *,
         kind: int,
         key: Any,
-        data: bytes,
         head: bytes = b"",
+        data: bytes,
     ) -> Channel:
+        """Queue a message, linking first and waiting for room as needed."""
         loop = asyncio.get_running_loop()
         linked_once = False
         while True:
-            channel = messenger.channel(ident)
+            status, channel = self._offer_step(
+                messenger, ident, linked_once, kind=kind, key=key, head=head, data=data
+            )
             if channel is None:
-                if linked_once:
-                    raise NodeDisconnected(f"the link to {ident} went down")
                 await self._link(node, ident)
                 linked_once = True
-                continue
-            status = channel.offer(kind, key, head, data)
-            if status == QUEUED:
+            elif status == QUEUED:
                 return channel
-            if status == DOWN:
-                continue
-            waiter = channel.add_waiter(loop)
-            if waiter is not None:
-                await waiter
+            else:
+                waiter = channel.add_waiter(loop)
+                if waiter is not None:
+                    await waiter
 
     def _offer_blocking(
         self,
         messenger: Messenger,
         ident: str,
         node: str,
+        timeout: float | None,
+        *,
         kind: int,
         key: Any,
-        head: bytes,
+        head: bytes = b"",
         data: bytes,
-        timeout: float | None,
     ) -> Channel:
+        """:meth:`_offer` for a plain thread; TimeoutError when no room within ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         linked_once = False
         while True:
-            channel = messenger.channel(ident)
+            status, channel = self._offer_step(
+                messenger, ident, linked_once, kind=kind, key=key, head=head, data=data
+            )
             if channel is None:
-                if linked_once:
-                    raise NodeDisconnected(f"the link to {ident} went down")
                 _blocking.refuse_on_node_loop("send_blocking() (linking first)")
-                runtime = self._require()
-                future = runtime.submit(self._connect_on_node(node, ident))
+                future = self._host().submit(self._connect_on_node(node, ident))
                 future.result(timeout=_remaining(deadline))
                 linked_once = True
-                continue
-            status = channel.offer(kind, key, head, data)
-            if status == QUEUED:
+            elif status == QUEUED:
                 return channel
-            if status == DOWN:
-                continue
-            remaining = _remaining(deadline)
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"no room in the send buffer to {ident} within {timeout} s")
-            _blocking.refuse_on_node_loop("send_blocking() (waiting for room)")
-            channel.wait_room(remaining)
+            else:
+                remaining = _remaining(deadline)
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"no room in the send buffer to {ident} within {timeout} s")
+                _blocking.refuse_on_node_loop("send_blocking() (waiting for room)")
+                channel.wait_room(remaining)
 
     async def _link(self, node: str, ident: str) -> None:
-        runtime = self._require()
-        await asyncio.wrap_future(runtime.submit(self._connect_on_node(node, ident)))
+        await asyncio.wrap_future(self._host().submit(self._connect_on_node(node, ident)))
 
     async def _connect_on_node(self, node: str, ident: str) -> None:
         messenger = self._messenger()
@@ -214,10 +238,7 @@ class Messaging:
     async def call(
         self, node: str, name: str, request: Any, *, timeout: float = DEFAULT_CALL_TIMEOUT
     ) -> Any:
-        """Send ``request`` to mailbox ``name`` on ``node`` and wait for the answer
-        its owner gives with ``request.reply(value)``. Raises CallTimeout (no answer
-        in time), NodeDisconnected (the link went down first: at once),
-        NoSuchMailbox, NodeUnreachable."""
+        """The body of :meth:`Cluster.call <skycluster.Cluster.call>`."""
         messenger = self._messenger()
         data = messenger.encode(request)
         ident = self._identity(node)
@@ -242,11 +263,22 @@ class Messaging:
                 ref = messenger.start_call(ident, resolve)
                 head = wire.call_head(codec.encode_key(name), codec.encode_key(ref))
                 channel = messenger.channel(ident)
-                if channel is None or channel.offer(wire.CALL, None, head, data) != QUEUED:
+                if (
+                    channel is None
+                    or channel.offer(wire.CALL, None, head=head, data=data) != QUEUED
+                ):
                     # not linked yet, or no room: the slow way, within the same deadline
                     try:
                         async with asyncio.timeout_at(deadline):
-                            await self._offer(messenger, ident, node, wire.CALL, None, data, head)
+                            await self._offer(
+                                messenger,
+                                ident,
+                                node,
+                                kind=wire.CALL,
+                                key=None,
+                                head=head,
+                                data=data,
+                            )
                     except TimeoutError:
                         expire(future, name, ident, timeout)
             deadlines = messenger.deadlines(loop)
@@ -262,7 +294,7 @@ class Messaging:
     def call_blocking(
         self, node: str, name: str, request: Any, *, timeout: float = DEFAULT_CALL_TIMEOUT
     ) -> Any:
-        """:meth:`call` for a plain thread."""
+        """The body of :meth:`Cluster.call_blocking <skycluster.Cluster.call_blocking>`."""
         _blocking.refuse_on_node_loop("call_blocking()")
         messenger = self._messenger()
         data = messenger.encode(request)
@@ -285,7 +317,9 @@ class Messaging:
             else:
                 ref = messenger.start_call(ident, resolve)
                 head = wire.call_head(codec.encode_key(name), codec.encode_key(ref))
-                self._offer_blocking(messenger, ident, node, wire.CALL, None, head, data, timeout)
+                self._offer_blocking(
+                    messenger, ident, node, timeout, kind=wire.CALL, key=None, head=head, data=data
+                )
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except (TimeoutError, concurrent.futures.TimeoutError):
             raise CallTimeout(
@@ -310,13 +344,13 @@ class PubSub:
     Delivery is at most once: a node that is not linked when the broadcast is
     sent (a partition, a restart) never gets it, and nothing is replayed."""
 
-    def __init__(self, cluster: Messaging) -> None:
-        self._cluster = cluster
+    def __init__(self, messaging: Messaging) -> None:
+        self._messaging = messaging
 
     def subscribe(self, topic: str, *, maxsize: int = DEFAULT_MAILBOX_SIZE) -> TopicSubscription:
         """Receive what is broadcast on ``topic``: ``async for message in sub``,
         ``sub.receive(timeout)``; ``sub.close()`` or :meth:`unsubscribe` ends it."""
-        return self._cluster._messenger().subscribe(topic, maxsize)
+        return self._messaging._messenger().subscribe(topic, maxsize)
 
     def unsubscribe(self, subscription: TopicSubscription) -> None:
         subscription.close()
@@ -333,51 +367,56 @@ class PubSub:
 
     def local_broadcast(self, topic: str, message: Any) -> None:
         """To the subscribers of ``topic`` on this node only."""
-        messenger = self._cluster._messenger()
+        messenger = self._messaging._messenger()
         messenger.publish_local(topic, messenger.encode(message))
 
     async def direct_broadcast(self, node: str, topic: str, message: Any) -> None:
         """To the subscribers of ``topic`` on ``node`` only (links to it if needed)."""
-        cluster = self._cluster
-        messenger = cluster._messenger()
+        messaging = self._messaging
+        messenger = messaging._messenger()
         data = messenger.encode(message)
-        ident = cluster._identity(node)
+        ident = messaging._identity(node)
         if ident == messenger.identity:
             messenger.publish_local(topic, data)
             return
-        await cluster._offer(messenger, ident, node, wire.PUBLISH, topic, data)
+        await messaging._offer(messenger, ident, node, kind=wire.PUBLISH, key=topic, data=data)
 
     def broadcast_blocking(self, topic: str, message: Any, timeout: float | None = None) -> None:
         """:meth:`broadcast` for a plain thread."""
-        messenger = self._cluster._messenger()
+        messenger = self._messaging._messenger()
         data = messenger.encode(message)
         messenger.publish_local(topic, data)
         for channel in messenger.linked_channels():
             try:
-                self._cluster._offer_blocking(
+                self._messaging._offer_blocking(
                     messenger,
                     channel.ident,
                     channel.ident,
-                    wire.PUBLISH,
-                    topic,
-                    b"",
-                    data,
                     timeout,
+                    kind=wire.PUBLISH,
+                    key=topic,
+                    data=data,
                 )
             except NodeDisconnected:
                 continue
 
     async def _broadcast(self, topic: str, message: Any, skip: TopicSubscription | None) -> None:
-        cluster = self._cluster
-        messenger = cluster._messenger()
+        messaging = self._messaging
+        messenger = messaging._messenger()
         data = messenger.encode(message)
         messenger.publish_local(topic, data, skip)
         head = codec.encode_key(topic)
         for channel in messenger.linked_channels():
-            if channel.offer(wire.PUBLISH, topic, head, data) == FULL:
+            if channel.offer(wire.PUBLISH, topic, head=head, data=data) == FULL:
                 try:
-                    await cluster._offer(
-                        messenger, channel.ident, channel.ident, wire.PUBLISH, topic, data, head
+                    await messaging._offer(
+                        messenger,
+                        channel.ident,
+                        channel.ident,
+                        kind=wire.PUBLISH,
+                        key=topic,
+                        head=head,
+                        data=data,
                     )
                 except (NodeDisconnected, NodeUnreachable):
                     continue  # went down meanwhile: at most once

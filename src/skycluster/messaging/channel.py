@@ -98,8 +98,11 @@ class Channel:
 
     # -- any thread -------------------------------------------------------------
 
-    def offer(self, kind: int, key: Any, head: bytes, data: bytes, *, force: bool = False) -> int:
-        """Queue one encoded message: QUEUED, FULL (no room) or DOWN (not linked)."""
+    def offer(self, kind: int, key: Any, *, head: bytes, data: bytes, force: bool = False) -> int:
+        """Queue one encoded message (``data``) of a frame of type ``kind`` for
+        ``key`` (a mailbox or topic, merged with the batch before it; None: a frame
+        of its own), ``head`` the frame's start (empty: made from ``key``); QUEUED,
+        FULL (no room) or DOWN (not linked)."""
         size = len(data)
         with self.lock:
             if self.link is None:

@@ -233,7 +233,7 @@ class Messenger:
             self.count("replies_lost")
             return
         head = wire.reply_head(codec.encode_key(ref) + codec.encode_key(status))
-        channel.offer(wire.REPLY, None, head, data, force=True)
+        channel.offer(wire.REPLY, None, head=head, data=data, force=True)
 
     # -- links (the node's loop) ------------------------------------------------
 
