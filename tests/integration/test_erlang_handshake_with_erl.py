@@ -1,32 +1,23 @@
 """The Erlang handshake core against real ``erl`` nodes (Debian's erlang-base, OTP 25)
 on loopback, through a private real ``epmd``: erl dials an acceptor driven by the
-core, and the core dials erl. A thin asyncio driver here moves the bytes (the node's
-own Erlang link is not built yet)."""
+core, and the core dials erl (erl_dist.py moves the bytes)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from agents import LOOPBACK, WITHIN, Process
-from local_host import Host, private_epmd_port
+from erl_dist import ERL, ErlNode, drive, wait_listening, wait_stdout
+from local_host import Host
 
 from skycluster.distribution.portmapper import lookup, register
 from skycluster.erlang import flags as dflags
-from skycluster.erlang.handshake import (
-    ErlangHandshake,
-    Established,
-    HandshakeError,
-    NameReceived,
-    Refused,
-)
+from skycluster.erlang.handshake import ErlangHandshake, Established, HandshakeError, Refused
 
 pytestmark = [
     pytest.mark.erlang,
@@ -38,23 +29,11 @@ pytestmark = [
 
 COOKIE = "handshake-cookie"
 PY = f"py@{LOOPBACK}"
-ERL = f"erl@{LOOPBACK}"
 
 
 def start_epmd(host: Host) -> None:
     epmd = host.helper("epmd", ["epmd", "-port", str(host.epmd_port), "-address", LOOPBACK])
     wait_listening(epmd, host.epmd_port)
-
-
-def wait_listening(epmd: Process, port: int) -> None:
-    deadline = time.monotonic() + WITHIN
-    while True:
-        assert epmd.running, epmd.describe()
-        with socket.socket() as sock:
-            if sock.connect_ex((LOOPBACK, port)) == 0:
-                return
-        assert time.monotonic() < deadline, "epmd not listening"
-        time.sleep(0.05)
 
 
 def start_erl(host: Host, code: str, cookie: str) -> Process:
@@ -69,39 +48,6 @@ def start_erl(host: Host, code: str, cookie: str) -> Process:
         ERL_CRASH_DUMP_SECONDS="0",
         HOME=str(host.tmp_path),
     )
-
-
-def wait_stdout(process: Process, text: str) -> str:
-    deadline = time.monotonic() + WITHIN
-    while True:
-        found = [line for line in list(process.stdout_lines) if text in line]
-        if found:
-            return found[0]
-        assert time.monotonic() < deadline, f"erl never printed {text!r}\n{process.describe()}"
-        time.sleep(0.05)
-
-
-async def drive(
-    core: ErlangHandshake, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> Established | Refused:
-    """Move bytes between the socket and the core until the handshake ends."""
-    if core.initiator:
-        writer.write(core.initiate())
-    while True:
-        data = await reader.read(4096)
-        if not data:
-            raise ConnectionError(f"the peer closed the connection while {core.state.value}")
-        try:
-            events = core.receive(data)
-        finally:
-            writer.write(core.outgoing())  # a refusal goes out before the connection closes
-        for event in events:
-            if isinstance(event, NameReceived):
-                writer.write(core.accept())
-            else:
-                await writer.drain()
-                return event
-        await writer.drain()
 
 
 def core(*, initiator: bool, cookie: str = COOKIE, **kwargs: object) -> ErlangHandshake:
@@ -165,28 +111,6 @@ def test_erl_with_another_cookie_is_refused(host: Host) -> None:
     assert line == "connect false []"
 
 
-class ErlNode:
-    """One epmd and one ``erl`` that the core dials, shared by the tests of this module
-    (erl reports every nodeup on stderr; each test waits for its own)."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.epmd_port = private_epmd_port()
-        env = dict(os.environ, HOME=str(tmp_path), ERL_EPMD_PORT=str(self.epmd_port))
-        env.pop("SKYCLUSTER_EPMD_PORT", None)
-        self.processes: list[Process] = []
-        epmd = ["epmd", "-port", str(self.epmd_port), "-address", LOOPBACK]
-        self.processes.append(Process("epmd", epmd, env))
-        wait_listening(self.processes[0], self.epmd_port)
-        argv = ["erl", "-name", ERL, "-noshell", "-start_epmd", "false", "-setcookie", COOKIE]
-        self.erl = Process("erl", [*argv, "-eval", MONITOR], env)
-        self.processes.append(self.erl)
-        self.erl.wait_for_log("^ready$")
-
-    def close(self) -> None:
-        for process in self.processes:
-            process.kill()
-
-
 MONITOR = (
     'net_kernel:monitor_nodes(true), io:format(standard_error, "ready~n", []), '
     "Loop = fun Loop() -> receive {nodeup, N} -> "
@@ -197,7 +121,7 @@ MONITOR = (
 
 @pytest.fixture(scope="module")
 def erl_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ErlNode]:
-    node = ErlNode(tmp_path_factory.mktemp("erl"))
+    node = ErlNode(tmp_path_factory.mktemp("erl"), MONITOR, COOKIE)
     try:
         yield node
     finally:

@@ -1,0 +1,86 @@
+"""Helpers of the tests against real ``erl`` nodes over Erlang distribution: a private
+epmd and an ``erl`` that reports on stderr, and a thin asyncio driver of the handshake
+core (the node's own Erlang link is not built yet)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from agents import LOOPBACK, WITHIN, Process
+from local_host import private_epmd_port
+
+from skycluster.erlang.handshake import ErlangHandshake, Established, NameReceived, Refused
+
+ERL = f"erl@{LOOPBACK}"
+
+
+def wait_listening(epmd: Process, port: int) -> None:
+    deadline = time.monotonic() + WITHIN
+    while True:
+        assert epmd.running, epmd.describe()
+        with socket.socket() as sock:
+            if sock.connect_ex((LOOPBACK, port)) == 0:
+                return
+        assert time.monotonic() < deadline, "epmd not listening"
+        time.sleep(0.05)
+
+
+def wait_stdout(process: Process, text: str) -> str:
+    deadline = time.monotonic() + WITHIN
+    while True:
+        found = [line for line in list(process.stdout_lines) if text in line]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"erl never printed {text!r}\n{process.describe()}"
+        time.sleep(0.05)
+
+
+async def drive(
+    core: ErlangHandshake, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> Established | Refused:
+    """Move bytes between the socket and the core until the handshake ends."""
+    if core.initiator:
+        writer.write(core.initiate())
+    while True:
+        data = await reader.read(4096)
+        if not data:
+            raise ConnectionError(f"the peer closed the connection while {core.state.value}")
+        try:
+            events = core.receive(data)
+        finally:
+            writer.write(core.outgoing())  # a refusal goes out before the connection closes
+        for event in events:
+            if isinstance(event, NameReceived):
+                writer.write(core.accept())
+            else:
+                await writer.drain()
+                return event
+        await writer.drain()
+
+
+class ErlNode:
+    """One private epmd and one ``erl -name erl@127.0.0.1`` running ``code`` (which
+    prints ``ready`` on stderr when it is); :meth:`close` kills both."""
+
+    def __init__(self, tmp_path: Path, code: str, cookie: str, extra: Sequence[str] = ()) -> None:
+        self.epmd_port = private_epmd_port()
+        env = dict(os.environ, HOME=str(tmp_path), ERL_EPMD_PORT=str(self.epmd_port))
+        env.pop("SKYCLUSTER_EPMD_PORT", None)
+        env["ERL_CRASH_DUMP_SECONDS"] = "0"
+        self.processes: list[Process] = []
+        epmd = ["epmd", "-port", str(self.epmd_port), "-address", LOOPBACK]
+        self.processes.append(Process("epmd", epmd, env))
+        wait_listening(self.processes[0], self.epmd_port)
+        argv = ["erl", "-name", ERL, "-noshell", "-start_epmd", "false", "-setcookie", cookie]
+        self.erl = Process("erl", [*argv, *extra, "-eval", code], env)
+        self.processes.append(self.erl)
+        self.erl.wait_for_log("^ready$")
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.kill()
