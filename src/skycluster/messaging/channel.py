@@ -21,7 +21,6 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from skycluster.messaging import codec, wire
 from skycluster.messaging.inbox import Waiter, wake_all, waker
 
 if TYPE_CHECKING:
+    from skycluster._counters import Counters
     from skycluster.distribution.link import Link
     from skycluster.distribution.node import Traffic
 
@@ -73,14 +73,14 @@ class Channel:
         loop_thread: int,
         limit: int,
         traffic: Traffic,
-        count: Callable[[str, int], None],
+        counters: Counters,
     ) -> None:
         self.ident = ident
         self.loop = loop
         self.loop_thread = loop_thread  # the node's
         self.limit = limit
         self._traffic = traffic
-        self._count = count
+        self._counters = counters
         self.lock = threading.Lock()
         self.room = threading.Condition(self.lock)
         self.groups: deque[Batch] = deque()
@@ -136,7 +136,7 @@ class Channel:
                     # wake (or wait for) the node's loop; a round trip saves a thread
                     # hop. A one-way stream still goes out in batches.
                     self._last_direct = now
-                    self._count("direct_writes", 1)
+                    self._counters.add("direct_writes")
                     if on_loop:
                         # The node's own thread owns the transport: write it now, the
                         # lock held, so that no other sender can come in between.
@@ -162,7 +162,7 @@ class Channel:
         node's); what the socket does not take goes out on the node's loop."""
         result = link.write_direct(frame)
         if result == WRITE_FAILED:
-            self._count("messages_lost_link_down", 1)
+            self._counters.add("messages_lost_link_down")
         with self.lock:
             self._direct_busy = False
             if result == NOT_WRITTEN:
@@ -284,7 +284,7 @@ class Channel:
             self._partial = None
         self._raw = None
         if lost:
-            self._count("messages_lost_link_down", lost)
+            self._counters.add("messages_lost_link_down", lost)
         self.wake_senders()
 
     def resume(self) -> None:

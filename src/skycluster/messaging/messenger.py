@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from skycluster._ratelimit import RateLimit
 from skycluster.distribution import frames
 from skycluster.errors import (
     AlreadyRegistered,
@@ -75,7 +77,8 @@ class Messenger:
         self._reassembly: dict[Link, wire.Reassembler] = {}
         self._held: dict[Link, set[Inbox]] = {}
         self._to_wake: set[Inbox] = set()  # inboxes filled by the current read
-        self._logged: set[str] = set()
+        # Each cause (a mailbox, a sender, a kind of bad message) is logged once.
+        self._logged = RateLimit(window=math.inf, capacity=10_000)
         self._deadlines: dict[asyncio.AbstractEventLoop, Deadlines] = {}
         self.closed = False
         # Per frame type: the check of its shape (raises when malformed), its handler.
@@ -230,7 +233,7 @@ class Messenger:
             raise
         channel = self.channel(ident)
         if channel is None:
-            self.count("replies_lost")
+            self.counters.add("replies_lost")
             return
         head = wire.reply_head(codec.encode_key(ref) + codec.encode_key(status))
         channel.offer(wire.REPLY, None, head=head, data=data, force=True)
@@ -249,7 +252,7 @@ class Messenger:
                 loop_thread=self.loop_thread,
                 limit=self.send_buffer_size,
                 traffic=self.node.traffic,
-                count=self.count,
+                counters=self.counters,
             )
         channel.drop()  # anything left from an old link is not for this incarnation
         channel.paused = False
@@ -359,9 +362,13 @@ class Messenger:
                 self._handle(key, message)
             return
         if box is None:
-            self.count("messages_to_unknown_mailbox", len(messages))
-            self._log_once(
-                f"box:{key}", "messages for mailbox %r, not registered here, are dropped", key
+            self.counters.add("messages_to_unknown_mailbox", len(messages))
+            self._logged.log(
+                log,
+                logging.WARNING,
+                f"box:{key}",
+                "messages for mailbox %r, not registered here, are dropped",
+                key,
             )
             return
         if box.put_many(messages, self._to_wake):
@@ -392,7 +399,7 @@ class Messenger:
             try:
                 result = handler(request)
             except Exception as exc:
-                self.count("handler_errors")
+                self.counters.add("handler_errors")
                 log.exception("the handler of %r raised", key)
                 self.answer(ident, ref, wire.FAILED, f"the handler of {key!r} raised {exc!r}")
                 return
@@ -426,7 +433,7 @@ class Messenger:
         try:
             handler(message)
         except Exception:
-            self.count("handler_errors")
+            self.counters.add("handler_errors")
             log.exception("the handler of %r raised", name)
 
     def _replier(self, ident: str, ref: int) -> Callable[[Any], None]:
@@ -449,8 +456,10 @@ class Messenger:
         try:
             return assembler.feed(bool(more), chunk)
         except wire.TooLarge as exc:
-            self.count("messages_too_large")
-            self._log_once(
+            self.counters.add("messages_too_large")
+            self._logged.log(
+                log,
+                logging.WARNING,
                 f"large:{link.identity}",
                 "dropping a message from %s: %s (max_message_size)",
                 link.identity,
@@ -464,8 +473,10 @@ class Messenger:
         return good
 
     def _undecodable(self, link: Link, why: str, count: int = 1) -> None:
-        self.count("undecodable_messages", count)
-        self._log_once(
+        self.counters.add("undecodable_messages", count)
+        self._logged.log(
+            log,
+            logging.WARNING,
             f"undecodable:{link.identity}:{why}",
             "dropping undecodable message(s) from %s: %s (logged once)",
             link.identity,
@@ -479,7 +490,7 @@ class Messenger:
         if inbox in held:
             return
         held.add(inbox)
-        self.count("links_held_back")
+        self.counters.add("links_held_back")
         link.pause_reading()
         inbox.hold(self._drained_threadsafe)
 
@@ -495,16 +506,6 @@ class Messenger:
                 link.resume_reading()
 
     # -- helpers ----------------------------------------------------------------
-
-    def count(self, key: str, n: int = 1) -> None:
-        self.counters.add(key, n)
-
-    def _log_once(self, key: str, message: str, *args: Any) -> None:
-        if key in self._logged:
-            return
-        if len(self._logged) < 10_000:
-            self._logged.add(key)
-        log.warning(message, *args)
 
 
 def _batch(frame: Any) -> list[Any]:
