@@ -1,29 +1,25 @@
-"""A connected Erlang distribution link with a real ``erl`` (OTP 25), driven by the
-cores without I/O (handshake, messages, ticks) and a thin asyncio loop of this test:
-messages both ways (``{echo, 'erl@...'} ! Msg``, ``{py_mbox, 'py@...'} ! Msg``, a
-reply to a pid), ticks at a short ``net_ticktime`` that keep the link up, and both
-sides' verdicts when the other goes silent."""
+"""skycluster.erlang.link with a real ``erl`` (OTP 25): messages both ways
+(``{echo, 'erl@...'} ! Msg``, ``{py_mbox, 'py@...'} ! Msg``, a reply to a pid), ticks
+at a short ``net_ticktime`` that keep the link up, both sides' verdicts when the
+other goes silent, ``net_adm:ping`` answered, and erl dialling the acceptor."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from agents import LOOPBACK, WITHIN
-from erl_dist import ERL, ErlNode, drive
+from erl_dist import ERL, ErlNode
 
-from skycluster.distribution.portmapper import lookup
+from skycluster.distribution.portmapper import lookup, register
 from skycluster.erlang import Atom, Pid
-from skycluster.erlang.handshake import ErlangHandshake, Established
-from skycluster.erlang.messages import TICK, Control, DistMessage, FrameReader, encode, reg_send
-from skycluster.erlang.ticks import TickPolicy, Verdict
+from skycluster.erlang.link import ErlangLink, accept, dial
+from skycluster.erlang.messages import Control, DistMessage, reg_send
 
 pytestmark = [
     pytest.mark.erlang,
@@ -43,6 +39,11 @@ ERL_CODE = (
     "net_kernel:monitor_nodes(true, [nodedown_reason]), "
     "register(echo, spawn(fun Echo() -> receive "
     "  {From, {send_to_py, Name, Msg}} -> {Name, node(From)} ! Msg, Echo(); "
+    "  {_, {ping, Node}} -> spawn(fun() -> "
+    '    io:format(standard_error, "ping ~p~n", [net_adm:ping(Node)]) end), Echo(); '
+    "  {_, {ping_later, Node}} -> spawn(fun() -> "
+    "    receive after 1500 -> ok end, "
+    '    io:format(standard_error, "ping_later ~p~n", [net_adm:ping(Node)]) end), Echo(); '
     "  {From, M} -> From ! {echoed, M}, Echo() end end)), "
     'io:format(standard_error, "ready~n", []), '
     "Watch = fun Watch() -> receive "
@@ -64,69 +65,36 @@ def erl_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ErlNode]:
         node.close()
 
 
-class LinkDriver:
-    """The asyncio side of one link, for this test only: reads frames into a queue,
-    ticks by the policy, and says why it ended."""
+class Inbox:
+    """The messages a link hands over, for a test to wait on."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.frames = FrameReader(1 << 24)
-        self.policy = TickPolicy(TICKTIME, time.monotonic())
-        self.inbox: asyncio.Queue[DistMessage] = asyncio.Queue()
-        self.ticking = True  # False: stay silent, as a stopped node would
-        self.ended: str | None = None
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[DistMessage] = asyncio.Queue()
 
-    def send(self, message: DistMessage) -> None:
-        self.writer.write(encode(message))
-        self.policy.sent()
-
-    def feed(self, data: bytes) -> None:
-        self.policy.received()
-        for message in self.frames.feed(data):
-            self.inbox.put_nowait(message)
-
-    async def run(self) -> None:
-        while self.ended is None:
-            wait = max(0.0, self.policy.next_check - time.monotonic())
-            try:
-                data = await asyncio.wait_for(self.reader.read(65536), wait)
-            except TimeoutError:
-                data = None
-            if data == b"":
-                self.ended = "closed by erl"
-            elif data:
-                self.feed(data)
-            verdict = self.policy.check(time.monotonic())
-            if verdict is Verdict.DOWN:
-                self.ended = "net_tick_timeout"
-            elif verdict is Verdict.SEND_TICK and self.ticking:
-                self.writer.write(TICK)
-                self.policy.sent()
-        self.writer.close()
+    def __call__(self, link: ErlangLink, message: DistMessage) -> None:
+        self.queue.put_nowait(message)
 
     async def expect(self, match: Callable[[DistMessage], bool]) -> DistMessage:
-        """The first message that ``match`` accepts; the others (erl's own traffic to
-        rex and global_name_server) are skipped."""
         async with asyncio.timeout(WITHIN):
             while True:
-                message = await self.inbox.get()
+                message = await self.queue.get()
                 if match(message):
                     return message
 
 
-async def connect(node: ErlNode) -> LinkDriver:
+async def connect(node: ErlNode, inbox: Inbox) -> ErlangLink:
     port = await lookup(LOOPBACK, "erl", epmd_port=node.epmd_port)
     assert port is not None, "erl is not registered"
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    handshake = ErlangHandshake(
-        initiator=True, name=PY, creation=CREATION, cookie=COOKIE.encode(), expect=ERL
+    return await dial(
+        LOOPBACK,
+        port,
+        name=PY,
+        cookie=COOKIE.encode(),
+        creation=CREATION,
+        expect=ERL,
+        on_message=inbox,
+        ticktime=TICKTIME,
     )
-    result = await asyncio.wait_for(drive(handshake, reader, writer), WITHIN)
-    assert isinstance(result, Established), result
-    link = LinkDriver(reader, writer)
-    if result.rest:
-        link.feed(result.rest)
-    return link
 
 
 def is_send_to_me(message: DistMessage) -> bool:
@@ -137,9 +105,9 @@ def is_reg_send_to(name: str) -> Callable[[DistMessage], bool]:
     return lambda m: m.kind is Control.REG_SEND and m.control[3] == Atom(name)
 
 
-async def echo(link: LinkDriver, value: Any) -> Any:
+async def echo(link: ErlangLink, inbox: Inbox, value: Any) -> Any:
     link.send(reg_send(ME, Atom("echo"), (ME, value)))
-    return (await link.expect(is_send_to_me)).payload
+    return (await inbox.expect(is_send_to_me)).payload
 
 
 def wait_log(node: ErlNode, pattern: str) -> str:
@@ -147,60 +115,111 @@ def wait_log(node: ErlNode, pattern: str) -> str:
 
 
 def test_messages_both_ways_and_ticks_keep_the_link(erl_node: ErlNode) -> None:
-    async def scenario() -> LinkDriver:
-        link = await connect(erl_node)
-        runner = asyncio.create_task(link.run())
-        try:
+    async def scenario() -> tuple[ErlangLink, str]:
+        inbox = Inbox()
+        link = await connect(erl_node, inbox)
+        async with asyncio.TaskGroup() as tasks:
+            runner = tasks.create_task(link.run())
             await asyncio.to_thread(wait_log, erl_node, f"^nodeup {PY}$")
             payload = {Atom("n"): [1.5, b"bin", "text", (Atom("ok"), 2**70)]}
             arrived = {Atom("n"): [1.5, b"bin", b"text", (Atom("ok"), 2**70)]}  # str: a binary
-            assert await echo(link, payload) == (Atom("echoed"), arrived)
+            assert await echo(link, inbox, payload) == (Atom("echoed"), arrived)
 
-            # {py_mbox, 'py@127.0.0.1'} ! from_erl, as erl code writes it
-            link.send(
-                reg_send(ME, Atom("echo"), (ME, (Atom("send_to_py"), Atom("py_mbox"), [2, 40])))
-            )
-            got = await link.expect(is_reg_send_to("py_mbox"))
+            # {py_mbox, 'py@127.0.0.1'} ! [2, 40], as Erlang code writes it
+            request = (Atom("send_to_py"), Atom("py_mbox"), [2, 40])
+            link.send(reg_send(ME, Atom("echo"), (ME, request)))
+            got = await inbox.expect(is_reg_send_to("py_mbox"))
             assert got.payload == [2, 40] and isinstance(got.control[1], Pid)
 
             # Twice the tick time with nothing but ticks: erl keeps the link.
             await asyncio.sleep(2 * TICKTIME)
-            assert link.ended is None and link.frames.ticks >= TICKTIME
-            assert await echo(link, "still") == (Atom("echoed"), b"still")
+            assert not runner.done() and link.counters.ticks_received >= TICKTIME
+            assert await echo(link, inbox, "still") == (Atom("echoed"), b"still")
             assert not erl_node.erl.logs("^nodedown")
+            # What erl sends on its own after connecting (rex, global_name_server).
+            assert link.counters.service_messages_dropped >= 1
 
             # Silence: erl gives the link up by its own tick rule.
             link.ticking = False
             line = await asyncio.to_thread(wait_log, erl_node, "^nodedown ")
             assert line == f"nodedown {PY} net_tick_timeout"
             async with asyncio.timeout(WITHIN):
-                await runner
-            return link
-        finally:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+                reason = await runner
+        return link, reason
 
-    link = asyncio.run(scenario())
-    assert link.ended == "closed by erl"
+    _, reason = asyncio.run(scenario())
+    assert reason == "connection_closed"
 
 
 def test_the_python_side_gives_up_a_silent_erl(erl_node: ErlNode) -> None:
-    async def scenario() -> str | None:
-        link = await connect(erl_node)
-        runner = asyncio.create_task(link.run())
-        try:
+    async def scenario() -> str:
+        link = await connect(erl_node, Inbox())
+        async with asyncio.TaskGroup() as tasks:
+            runner = tasks.create_task(link.run())
             await asyncio.to_thread(wait_log, erl_node, f"^nodeup {PY}$")
             os.kill(erl_node.erl.proc.pid, signal.SIGSTOP)  # erl stops ticking
             try:
                 async with asyncio.timeout(TICKTIME * 2 + WITHIN):
-                    await runner
+                    return await runner
             finally:
                 os.kill(erl_node.erl.proc.pid, signal.SIGCONT)
-            return link.ended
-        finally:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
 
     assert asyncio.run(scenario()) == "net_tick_timeout"
+
+
+def test_erl_pings_the_python_side(erl_node: ErlNode) -> None:
+    """net_adm:ping is a gen_server call to net_kernel: the link answers it."""
+
+    async def scenario() -> str:
+        link = await connect(erl_node, Inbox())
+        async with asyncio.TaskGroup() as tasks:
+            runner = tasks.create_task(link.run())
+            await asyncio.to_thread(wait_log, erl_node, f"^nodeup {PY}$")
+            link.send(reg_send(ME, Atom("echo"), (ME, (Atom("ping"), Atom(PY)))))
+            line = await asyncio.to_thread(wait_log, erl_node, "^ping ")
+            assert link.counters.pings_answered == 1
+            link.close()
+            assert await runner == "closed"
+        return line
+
+    assert asyncio.run(scenario()) == "ping pong"
+
+
+def test_erl_dials_the_python_side_and_pings_it(erl_node: ErlNode) -> None:
+    """The acceptor: registered with epmd, erl connects by name and pings."""
+
+    async def scenario() -> tuple[str, str]:
+        inbox = Inbox()
+        links: asyncio.Queue[ErlangLink] = asyncio.Queue()
+        reasons: list[str] = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            link = await accept(
+                reader,
+                writer,
+                name=PY,
+                cookie=COOKIE.encode(),
+                creation=CREATION,
+                on_message=inbox,
+                ticktime=TICKTIME,
+            )
+            links.put_nowait(link)
+            reasons.append(await link.run())
+
+        server = await asyncio.start_server(serve, LOOPBACK, 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, await register("py", port, epmd_port=erl_node.epmd_port):
+            # erl, asked through a connection of its own that we dial and then drop
+            link = await connect(erl_node, inbox)
+            link.send(reg_send(ME, Atom("echo"), (ME, (Atom("ping_later"), Atom(PY)))))
+            await asyncio.sleep(0.2)
+            link.close()
+            line = await asyncio.to_thread(wait_log, erl_node, "^ping_later ")
+            accepted = await asyncio.wait_for(links.get(), WITHIN)
+            assert accepted.peer.name == ERL and accepted.counters.pings_answered == 1
+            accepted.close()
+            server.close()
+        return line, accepted.peer.name
+
+    line, peer = asyncio.run(scenario())
+    assert line == "ping_later pong" and peer == ERL

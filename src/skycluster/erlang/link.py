@@ -1,0 +1,269 @@
+"""One Erlang distribution connection on asyncio: the thin driver of the cores
+(``handshake``, ``messages``, ``ticks``, ``netkernel``). It moves bytes and time;
+every decision is in the cores.
+
+:func:`dial` and :func:`accept` run the handshake within Erlang's setup time and
+return an :class:`ErlangLink`; :meth:`ErlangLink.run` reads until the link ends and
+returns why. The link answers ``net_adm:ping`` and drops the traffic of Erlang's own
+services quietly; every other message goes to ``on_message``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from skycluster.erlang import flags as dflags
+from skycluster.erlang import netkernel
+from skycluster.erlang.handshake import (
+    ErlangHandshake,
+    Established,
+    HandshakeError,
+    NameReceived,
+    Peer,
+    Refused,
+    Status,
+)
+from skycluster.erlang.messages import TICK, DistMessage, FrameReader, encode
+from skycluster.erlang.terms import DEFAULT_LIMITS, Limits, TermError
+from skycluster.erlang.ticks import DEFAULT_TICKTIME, TickPolicy, Verdict
+
+log = logging.getLogger("skycluster.erlang")
+
+SETUP_TIME: Final = 7.0  # Erlang's net_setuptime: a handshake that takes longer is dropped
+MAX_FRAME: Final = 64 * 1024 * 1024
+READ_SIZE: Final = 256 * 1024
+
+MessageHandler = Callable[["ErlangLink", DistMessage], None]
+
+
+class LinkRefused(ConnectionError):
+    """The peer answered the name with ``nok`` or ``not_allowed``."""
+
+
+@dataclass(slots=True)
+class LinkCounters:
+    messages_received: int = 0
+    ticks_received: int = 0
+    pings_answered: int = 0
+    service_messages_dropped: int = 0  # to rex, global_name_server, ... (see netkernel)
+
+
+async def _handshake(
+    core: ErlangHandshake,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    decide: Callable[[Peer], Status],
+) -> Established:
+    if core.initiator:
+        writer.write(core.initiate())
+    while True:
+        data = await reader.read(4096)
+        if not data:
+            raise ConnectionError(f"the peer closed the connection while {core.state.value}")
+        try:
+            events = core.receive(data)
+        finally:
+            writer.write(core.outgoing())  # a refusal goes out before the connection closes
+        for event in events:
+            if isinstance(event, NameReceived):
+                status = decide(event.peer)
+                if status in (Status.NOK, Status.NOT_ALLOWED):
+                    writer.write(core.refuse(status))
+                    await writer.drain()
+                    raise LinkRefused(f"refused {event.peer.name!r}: {status.value}")
+                writer.write(core.accept(status))
+            elif isinstance(event, Refused):
+                raise LinkRefused(
+                    f"{core.peer.name if core.peer else 'the peer'} answered {event.status}"
+                )
+            else:
+                await writer.drain()
+                return event
+        await writer.drain()
+
+
+async def _establish(
+    core: ErlangHandshake,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    decide: Callable[[Peer], Status],
+    setup_time: float,
+    what: str,
+) -> Established:
+    try:
+        async with asyncio.timeout(setup_time):
+            return await _handshake(core, reader, writer, decide)
+    except TimeoutError:
+        writer.close()
+        raise HandshakeError(f"{what}: no handshake within {setup_time} s") from None
+    except (HandshakeError, ConnectionError, OSError) as exc:
+        writer.close()
+        log.warning("Erlang handshake %s failed: %s", what, exc)
+        raise
+
+
+async def dial(
+    host: str,
+    port: int,
+    *,
+    name: str,
+    cookie: bytes,
+    creation: int,
+    expect: str | None = None,
+    flags: int = dflags.BASE | dflags.Flag.PUBLISHED,
+    on_message: MessageHandler | None = None,
+    ticktime: float = DEFAULT_TICKTIME,
+    setup_time: float = SETUP_TIME,
+) -> ErlangLink:
+    """Connect to the Erlang node listening at ``host:port`` (its port mapper tells
+    the port) and run the handshake as the initiator."""
+    core = ErlangHandshake(
+        initiator=True, name=name, creation=creation, cookie=cookie, flags=flags, expect=expect
+    )
+    async with asyncio.timeout(setup_time):
+        reader, writer = await asyncio.open_connection(host, port)
+    what = f"with {expect or f'{host}:{port}'}"
+    done = await _establish(core, reader, writer, lambda _: Status.OK, setup_time, what)
+    return ErlangLink(reader, writer, done, on_message=on_message, ticktime=ticktime)
+
+
+async def accept(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    name: str,
+    cookie: bytes,
+    creation: int,
+    decide: Callable[[Peer], Status] = lambda _: Status.OK,
+    flags: int = dflags.BASE | dflags.Flag.PUBLISHED,
+    on_message: MessageHandler | None = None,
+    ticktime: float = DEFAULT_TICKTIME,
+    setup_time: float = SETUP_TIME,
+) -> ErlangLink:
+    """Run the handshake as the acceptor on a connection that an Erlang node opened;
+    ``decide`` gives the status for the peer's name (``ok``, or ``nok`` when a link
+    with it exists already)."""
+    core = ErlangHandshake(
+        initiator=False, name=name, creation=creation, cookie=cookie, flags=flags
+    )
+    peername = writer.get_extra_info("peername")
+    done = await _establish(core, reader, writer, decide, setup_time, f"from {peername}")
+    return ErlangLink(reader, writer, done, on_message=on_message, ticktime=ticktime)
+
+
+class ErlangLink:
+    """One connected Erlang distribution link. :meth:`run` owns the reading and the
+    ticks until the link ends; :meth:`close` ends it. Not thread-safe: use it on the
+    loop that runs :meth:`run`."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        established: Established,
+        *,
+        on_message: MessageHandler | None = None,
+        ticktime: float = DEFAULT_TICKTIME,
+        max_frame: int = MAX_FRAME,
+        limits: Limits = DEFAULT_LIMITS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.peer = established.peer
+        self.flags = established.flags
+        self.counters = LinkCounters()
+        self.ticking = True  # False only in tests: a stopped node's silence
+        self._reader = reader
+        self._writer = writer
+        self._on_message = on_message
+        self._clock = clock
+        self._frames = FrameReader(max_frame, limits)
+        self._policy = TickPolicy(ticktime, clock())
+        self._closing: str | None = None
+        self._ended: str | None = None
+        self._pending = established.rest
+
+    @property
+    def ended(self) -> str | None:
+        """Why the link ended, once :meth:`run` has returned; None before."""
+        return self._ended
+
+    def send(self, message: DistMessage) -> None:
+        """Queue ``message`` on the connection (it goes out as the loop writes)."""
+        if self._closing is not None or self._writer.is_closing():
+            raise ConnectionError(f"the Erlang link to {self.peer.name} is closed")
+        self._writer.write(encode(message))
+        self._policy.sent()
+
+    def close(self, reason: str = "closed") -> None:
+        """End the link; :meth:`run` returns ``reason``."""
+        if self._closing is None:
+            self._closing = reason
+        self._writer.close()
+
+    async def run(self) -> str:
+        """Read, tick and dispatch until the link ends; returns why: ``closed`` (or the
+        reason given to :meth:`close`), ``connection_closed`` (by the peer),
+        ``net_tick_timeout``, or what was wrong with the peer's bytes."""
+        try:
+            if self._pending:
+                self._feed(self._pending)
+                self._pending = b""
+            while self._closing is None:
+                wait = max(0.0, self._policy.next_check - self._clock())
+                try:
+                    data = await asyncio.wait_for(self._reader.read(READ_SIZE), wait)
+                except TimeoutError:
+                    data = None
+                except OSError as exc:
+                    self.close(f"connection_closed: {exc}")
+                    break
+                if data == b"":
+                    self.close("connection_closed")
+                    break
+                if data:
+                    self._feed(data)
+                self._tick()
+        except TermError as exc:  # MessageError included
+            log.warning(
+                "closing the Erlang link to %s: corrupted external term: %s", self.peer.name, exc
+            )
+            self.close(f"corrupted external term: {exc}")
+        finally:
+            self._writer.close()
+        assert self._closing is not None
+        self._ended = self._closing
+        return self._closing
+
+    def _feed(self, data: bytes) -> None:
+        self._policy.received()
+        ticks = self._frames.ticks
+        for message in self._frames.feed(data):
+            self.counters.messages_received += 1
+            self._dispatch(message)
+        self.counters.ticks_received += self._frames.ticks - ticks
+
+    def _dispatch(self, message: DistMessage) -> None:
+        reply = netkernel.answer(message)
+        if reply is not None:
+            self.counters.pings_answered += 1
+            self.send(reply)
+        elif netkernel.registered_name(message) in netkernel.ERLANG_SERVICES:
+            self.counters.service_messages_dropped += 1
+        elif self._on_message is not None:
+            self._on_message(self, message)
+
+    def _tick(self) -> None:
+        verdict = self._policy.check(self._clock())
+        if verdict is Verdict.DOWN:
+            log.warning(
+                "Erlang link to %s: no data within net_ticktime: net_tick_timeout", self.peer.name
+            )
+            self.close("net_tick_timeout")
+        elif verdict is Verdict.SEND_TICK and self.ticking:
+            self._writer.write(TICK)
+            self._policy.sent()
