@@ -76,7 +76,9 @@ class ErlNode:
         epmd = ["epmd", "-port", str(self.epmd_port), "-address", LOOPBACK]
         self.processes.append(Process("epmd", epmd, env))
         wait_listening(self.processes[0], self.epmd_port)
-        argv = ["erl", "-name", ERL, "-noshell", "-start_epmd", "false", "-setcookie", cookie]
+        argv = ["erl", "-name", ERL, "-noshell", "-start_epmd", "false"]
+        if cookie is not None:
+            argv += ["-setcookie", cookie]
         self.erl = Process("erl", [*argv, *extra, "-eval", code], env)
         self.processes.append(self.erl)
         self.erl.wait_for_log("^ready$")

@@ -18,6 +18,7 @@ from erl_dist import ERL, ErlNode
 
 from skycluster.distribution.portmapper import lookup, register
 from skycluster.erlang import Atom, Pid
+from skycluster.erlang.cookie import load_erlang_cookie
 from skycluster.erlang.link import ErlangLink, accept, dial
 from skycluster.erlang.messages import Control, DistMessage, reg_send
 
@@ -223,3 +224,28 @@ def test_erl_dials_the_python_side_and_pings_it(erl_node: ErlNode) -> None:
 
     line, peer = asyncio.run(scenario())
     assert line == "ping_later pong" and peer == ERL
+
+
+def test_the_cookie_erl_made_in_home_links(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """erl without -setcookie creates ~/.erlang.cookie; the Python side reads it by
+    Erlang's rules and links (and erl's ping comes back pong)."""
+    home = tmp_path_factory.mktemp("home")
+    node = ErlNode(home, ERL_CODE, None)
+    try:
+        cookie = load_erlang_cookie(None, {"HOME": str(home)})
+
+        async def scenario() -> str:
+            port = await lookup(LOOPBACK, "erl", epmd_port=node.epmd_port)
+            assert port is not None
+            link = await dial(LOOPBACK, port, name=PY, cookie=cookie, creation=CREATION)
+            async with asyncio.TaskGroup() as tasks:
+                runner = tasks.create_task(link.run())
+                link.send(reg_send(ME, Atom("echo"), (ME, (Atom("ping"), Atom(PY)))))
+                line = await asyncio.to_thread(wait_log, node, "^ping ")
+                link.close()
+                await runner
+            return line
+
+        assert asyncio.run(scenario()) == "ping pong"
+    finally:
+        node.close()
