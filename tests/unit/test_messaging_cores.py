@@ -137,3 +137,22 @@ def test_inbox_wakes_async_and_thread_getters() -> None:
             await inbox.get()
 
     asyncio.run(ended())
+
+
+@given(st.lists(messages, min_size=0, max_size=20), st.sampled_from([wire.SEND, wire.PUBLISH]))
+def test_message_sizes_of_a_batch(batch: list[Any], kind: int) -> None:
+    encoded = [codec.encode(m) for m in batch]
+    payload = wire.batch_payload(kind, codec.encode_key("box"), encoded)
+    assert wire.message_sizes(payload) == [len(m) for m in encoded]
+
+
+def test_message_sizes_of_calls_and_replies_and_of_what_is_no_messaging_frame() -> None:
+    request = codec.encode({"q": b"x" * 70_000})
+    call = wire.call_payload(codec.encode_key("box"), codec.encode_key(7), request)
+    assert wire.message_sizes(call) == [len(request)]
+    value = codec.encode("y" * 300)
+    reply = wire.reply_payload(codec.encode_key(7) + codec.encode_key(wire.OK), value)
+    assert wire.message_sizes(reply) == [len(value)]
+    for bad in (b"", b"\x93", call[:-1], msgpack.packb([wire.SEND, "box"]), msgpack.packb(5)):
+        with pytest.raises(ValueError, match="messaging frame"):
+            wire.message_sizes(bad)

@@ -26,6 +26,7 @@ from skycluster.errors import (
     MessagingError,
     NodeDisconnected,
     NoSuchMailbox,
+    UnencodableMessage,
 )
 from skycluster.messaging import codec, wire
 from skycluster.messaging.channel import WRITE_BUFFER, Channel
@@ -189,9 +190,14 @@ class Messenger:
         handler = self.handlers.get(name)
         if box is None and handler is not None:
             try:
-                resolve(None, codec.copy(handler(self._decode_message(data))))
+                result = handler(self._decode_message(data))
             except Exception as exc:
                 resolve(CallFailed(f"the handler of {name!r} raised {exc!r}"), None)
+                return
+            try:
+                resolve(None, codec.copy(result))
+            except Exception as exc:
+                resolve(_reply_error(exc), None)
             return
         if box is None:
             resolve(NoSuchMailbox(f"no mailbox named {name!r} on {self.identity}"), None)
@@ -222,15 +228,39 @@ class Messenger:
                 deadlines = self._deadlines.setdefault(loop, Deadlines(loop))
         return deadlines
 
-    def answer(self, ident: str, ref: int, status: int, value: Any) -> None:
-        """Send a REPLY (any thread); lost if the caller is gone."""
+    def reply(self, ident: str, ref: int, name: str, value: Any) -> MessagingError | None:
+        """Answer the call ``ref`` from ``ident`` to ``name`` with ``value`` (any
+        thread); lost if the caller is gone. A value that cannot be sent (not
+        encodable, or larger than max_message_size) fails that call only: the
+        caller gets UnencodableMessage or MessageTooLarge, this node counts it and
+        logs it once per name and cause, and the error is returned for a replier
+        that can hear it (``Request.reply`` raises it). The link stays."""
         try:
             data = self.encode(value)
         except Exception as exc:
-            if status != wire.OK:
-                raise
-            self.answer(ident, ref, wire.BAD_REQUEST, f"the reply could not be sent: {exc}")
-            raise
+            error = _reply_error(exc)
+            status = wire.TOO_LARGE if isinstance(error, MessageTooLarge) else wire.UNENCODABLE
+            self.counters.add("unsendable_replies")
+            self._logged.log(
+                log,
+                logging.WARNING,
+                f"reply:{name}:{status}",
+                "a reply of %r could not be sent; that call fails, the link stays: %s",
+                name,
+                error,
+            )
+            why = f"the reply of {name!r} on {self.identity} could not be sent: {error}"
+            self.answer(ident, ref, status, why)
+            return error
+        self._send_reply(ident, ref, wire.OK, data)
+        return None
+
+    def answer(self, ident: str, ref: int, status: int, why: str) -> None:
+        """Answer a call with an error status and its description (any thread); the
+        description is cut short so that it always fits."""
+        self._send_reply(ident, ref, status, _encode(why[:1000]))
+
+    def _send_reply(self, ident: str, ref: int, status: int, data: bytes) -> None:
         channel = self.channel(ident)
         if channel is None:
             self.counters.add("replies_lost")
@@ -350,7 +380,48 @@ class Messenger:
         except Exception as exc:
             self._undecodable(link, f"a frame of type {kind} could not be decoded ({exc})")
             return
+        # A frame within max_message_size holds no message above it (the usual case,
+        # one comparison); a larger one is measured message by message.
+        if len(payload) > self.max_message_size and self._drop_too_large(link, payload, frame):
+            return
         handle(link, frame, decoder.failed)
+
+    def _drop_too_large(self, link: Link, payload: bytes, frame: list[Any]) -> bool:
+        """Apply max_message_size to each message of ``frame``, received: drop and
+        count what exceeds it (a call gets TOO_LARGE back, a waiting caller
+        MessageTooLarge). True when nothing of the frame is left to handle."""
+        limit = self.max_message_size
+        try:
+            sizes = wire.message_sizes(payload)
+        except ValueError as exc:
+            self._undecodable(link, str(exc))
+            return True
+        too_large = [size for size in sizes if size > limit]
+        if not too_large:
+            return False
+        self.counters.add("messages_too_large", len(too_large))
+        self._logged.log(
+            log,
+            logging.WARNING,
+            f"large:{link.identity}",
+            "dropping a message from %s: %d bytes, more than max_message_size (%d)",
+            link.identity,
+            max(too_large),
+            limit,
+        )
+        kind = frame[0]
+        if kind == wire.SEND or kind == wire.PUBLISH:
+            frame[2] = [m for m, size in zip(frame[2], sizes, strict=True) if size <= limit]
+            return not frame[2]
+        why = f"{sizes[0]} bytes, more than max_message_size on {self.identity} ({limit})"
+        if kind == wire.CALL:
+            assert link.identity is not None
+            self.answer(link.identity, frame[2], wire.TOO_LARGE, f"the request is {why}")
+        else:  # REPLY
+            entry = self.calls.pop(frame[1], None)
+            if entry is not None:
+                entry[1](MessageTooLarge(f"the reply from {entry[0]} is {why}"), None)
+        return True
 
     def _on_send(self, link: Link, frame: list[Any], failed: codec.Undecodable | None) -> None:
         _, key, messages = frame
@@ -403,9 +474,9 @@ class Messenger:
                 log.exception("the handler of %r raised", key)
                 self.answer(ident, ref, wire.FAILED, f"the handler of {key!r} raised {exc!r}")
                 return
-            self.answer(ident, ref, wire.OK, result)
+            self.reply(ident, ref, key, result)  # a result it cannot send fails the call only
             return
-        if box.put_many([Request(request, ident, self._replier(ident, ref))], self._to_wake):
+        if box.put_many([Request(request, ident, self._replier(ident, ref, key))], self._to_wake):
             self._hold(link, box)
 
     def _on_reply(self, link: Link, frame: list[Any], failed: codec.Undecodable | None) -> None:
@@ -423,6 +494,10 @@ class Messenger:
             resolve(NoSuchMailbox(f"no mailbox named {value!r} on {who}"), None)
         elif status == wire.FAILED:
             resolve(CallFailed(f"{who}: {value}"), None)
+        elif status == wire.UNENCODABLE:
+            resolve(UnencodableMessage(str(value)), None)
+        elif status == wire.TOO_LARGE:
+            resolve(MessageTooLarge(str(value)), None)
         else:
             resolve(codec_error(f"{who} could not take the request: {value}"), None)
 
@@ -436,9 +511,11 @@ class Messenger:
             self.counters.add("handler_errors")
             log.exception("the handler of %r raised", name)
 
-    def _replier(self, ident: str, ref: int) -> Callable[[Any], None]:
+    def _replier(self, ident: str, ref: int, name: str) -> Callable[[Any], None]:
         def reply(value: Any) -> None:
-            self.answer(ident, ref, wire.OK, value)
+            error = self.reply(ident, ref, name, value)
+            if error is not None:
+                raise error  # the replier learns at once; the caller got it too
 
         return reply
 
@@ -452,7 +529,10 @@ class Messenger:
             return None
         assembler = self._reassembly.get(link)
         if assembler is None:
-            assembler = self._reassembly[link] = wire.Reassembler(self.max_message_size)
+            # Room for the frame's head (mailbox, reference) beside one message of the
+            # largest size; each message is then measured against the limit itself.
+            limit = self.max_message_size + wire.FRAGMENT_SIZE
+            assembler = self._reassembly[link] = wire.Reassembler(limit)
         try:
             return assembler.feed(bool(more), chunk)
         except wire.TooLarge as exc:
@@ -530,6 +610,13 @@ def _reply(frame: Any) -> list[Any]:
     if not isinstance(ref, int) or not isinstance(status, int):
         raise ValueError("bad field types")
     return frame  # type: ignore[no-any-return]
+
+
+def _reply_error(exc: Exception) -> MessagingError:
+    """What the caller of a reply that could not be encoded gets."""
+    if isinstance(exc, MessageTooLarge | UnencodableMessage):
+        return exc
+    return UnencodableMessage(f"cannot encode the reply: {exc!r}")
 
 
 def codec_error(why: str) -> Exception:

@@ -6,7 +6,9 @@ Types 5-9 of the link frame table (:mod:`skycluster.distribution.frame_types`,
     [5, mailbox, [message, ...]]   SEND      messages for one mailbox, in order
     [6, mailbox, ref, request]     CALL      a request; the answer is a REPLY with ``ref``
     [7, ref, status, value]        REPLY     status 0 ok, 1 no such mailbox, 2 bad request,
-                                             3 the handler raised
+                                             3 the handler raised, 4 the reply could not be
+                                             encoded, 5 the request or the reply was larger
+                                             than a max_message_size
     [8, topic, [message, ...]]     PUBLISH   a broadcast, fanned out on the receiving node
     [9, more, chunk]               FRAGMENT  a piece of a frame too large to send at once
 
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import struct
 
+import msgpack
+
 # The types are numbered in the distribution layer's one table.
 from skycluster.distribution.frame_types import CALL as CALL
 from skycluster.distribution.frame_types import FRAGMENT as FRAGMENT
@@ -30,6 +34,8 @@ OK = 0
 NO_MAILBOX = 1
 BAD_REQUEST = 2
 FAILED = 3  # the handler given to serve() raised; value: its description
+UNENCODABLE = 4  # the reply holds a value the callee cannot encode; value: what it was
+TOO_LARGE = 5  # the request (callee's limit) or the reply (callee's own) is too large
 
 FRAGMENT_SIZE = 64 * 1024  # a larger frame goes out in pieces of this size
 GROUP_BYTES = 120 * 1024  # messages batched into one SEND/PUBLISH frame, at most
@@ -92,6 +98,35 @@ def reply_payload(ref_status: bytes, value: bytes) -> bytes:
 
 def fragment_payload(chunk: memoryview, more: bool) -> bytes:
     return b"".join((_FRAGMENT_START, b"\xc3" if more else b"\xc2", bin_header(len(chunk)), chunk))
+
+
+def message_sizes(payload: bytes) -> list[int]:
+    """The encoded size of each message a SEND, PUBLISH, CALL (its request) or REPLY
+    (its value) payload carries, read without decoding them: a receiver checks its
+    ``max_message_size`` this way. ValueError when the payload is not such a frame."""
+    reader = msgpack.Unpacker(max_buffer_size=len(payload) + 1)
+    reader.feed(payload)
+    try:
+        length = reader.read_array_header()
+        kind = reader.unpack()
+        if kind in (SEND, PUBLISH) and length == 3:
+            reader.skip()  # mailbox or topic
+            count = reader.read_array_header()
+            sizes = []
+            for _ in range(count):
+                start = reader.tell()
+                reader.skip()
+                sizes.append(reader.tell() - start)
+            return sizes
+        if kind in (CALL, REPLY) and length == 4:
+            reader.skip()  # mailbox or ref
+            reader.skip()  # ref or status
+            start = reader.tell()
+            reader.skip()
+            return [reader.tell() - start]
+    except (msgpack.OutOfData, msgpack.UnpackException, ValueError) as exc:
+        raise ValueError(f"not a messaging frame: {exc.__class__.__name__}") from None
+    raise ValueError(f"not a messaging frame of a known shape (type {kind!r}, {length} items)")
 
 
 class TooLarge(Exception):
