@@ -1,6 +1,7 @@
 """skycluster: copies of a Python service find each other, form a cluster and
 tell the application when members join or leave."""
 
+from skycluster._version import __version__
 from skycluster.cluster import Cluster
 from skycluster.errors import (
     AlreadyRegistered,
@@ -28,8 +29,6 @@ from skycluster.events import (
 from skycluster.messaging import Mailbox, Request, TopicSubscription, register_type
 from skycluster.names import InvalidNodeName, NodeName
 from skycluster.strategy import Strategy, StrategyContext, Topology
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AlreadyRegistered",

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TextIO
 
-from skycluster import __version__, config
+from skycluster import config
+from skycluster._version import __version__
 from skycluster.cluster import Cluster
 from skycluster.config import OPTIONS, Option
 from skycluster.distribution import portmapper
@@ -222,11 +223,29 @@ async def _names(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
+async def fetch_members(
+    target: str, environ: Mapping[str, str], *, cookie: str | None = None, timeout: float = 5.0
+) -> dict[str, Any]:
+    """The membership view of ``target`` (``name@host[:port]``), asked as a hidden node."""
+    tool = Cluster(
+        f"members{os.getpid()}@127.0.0.1",
+        cookie=cookie,
+        hidden=True,
+        connect_timeout=timeout,
+        environ=environ,
+    )
+    async with tool:
+        try:
+            return await tool.remote_status(target, timeout)
+        except TimeoutError:
+            raise NodeUnreachable(f"no answer from {target} within {timeout} s") from None
+
+
 async def _members(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     timeout = config.Option("timeout", config.parse_seconds, "").convert(args.timeout, "--timeout")
     target = config.Option("node", config.parse_name, "").convert(args.node, "NODE")
     try:
-        status = await members.fetch(target, environ, cookie=args.cookie, timeout=timeout)
+        status = await fetch_members(target, environ, cookie=args.cookie, timeout=timeout)
     except (NodeUnreachable, OSError) as exc:
         print(f"skycluster members: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -33,6 +33,7 @@ from skycluster.events import (
 from skycluster.messaging.api import DEFAULT_CALL_TIMEOUT, Messaging, PubSub
 from skycluster.messaging.inbox import DEFAULT_MAILBOX_SIZE, Mailbox
 from skycluster.names import NodeName, format_address
+from skycluster.ops.metrics import Snapshot
 from skycluster.runtime import SHARED_NEEDS_A_LOOP, Runtime
 from skycluster.strategy import Strategy, Topology, check_topologies, topologies_from
 
@@ -319,6 +320,13 @@ class Cluster:
         counts = runtime.node.counters.snapshot() if runtime and runtime.node else {}
         counts["subscriber_overflows"] = self._bus.overflows
         return counts
+
+    def metrics_snapshot(self) -> Snapshot | None:
+        """The node's metrics as :mod:`skycluster.ops.prometheus` exports them;
+        None while the cluster is stopped."""
+        runtime = self._runtime
+        operations = runtime.operations if runtime is not None else None
+        return operations.metrics.snapshot() if operations is not None else None
 
     # -- events ---------------------------------------------------------------
 

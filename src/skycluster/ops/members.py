@@ -1,38 +1,17 @@
-"""``skycluster members``: show a running node's membership view.
+"""``skycluster members``: a running node's membership view as text.
 
-Links to the node as a *hidden* node (it is not reported to anybody, publishes
-no event and takes no part in the mesh), asks for its view with a STATUS
-request (see :mod:`skycluster.ops.remote`), prints it and leaves.
+The command (:mod:`skycluster.cli`) links to the node as a *hidden* node (it is
+not reported to anybody, publishes no event and takes no part in the mesh),
+asks for its view with a STATUS request (see :mod:`skycluster.ops.remote`),
+and prints it with :func:`table`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
-
-from skycluster.cluster import Cluster
-from skycluster.errors import NodeUnreachable
-
-
-async def fetch(
-    target: str, environ: Mapping[str, str], *, cookie: str | None = None, timeout: float = 5.0
-) -> dict[str, Any]:
-    """The membership view of ``target`` (``name@host[:port]``)."""
-    tool = Cluster(
-        f"members{os.getpid()}@127.0.0.1",
-        cookie=cookie,
-        hidden=True,
-        connect_timeout=timeout,
-        environ=environ,
-    )
-    async with tool:
-        try:
-            return await tool.remote_status(target, timeout)
-        except TimeoutError:
-            raise NodeUnreachable(f"no answer from {target} within {timeout} s") from None
 
 
 def table(status: Mapping[str, Any], now: float | None = None) -> str:

@@ -12,12 +12,18 @@ metrics to an application's registry instead::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from skycluster.ops.metrics import Metrics, Snapshot
 
-if TYPE_CHECKING:
-    from skycluster.cluster import Cluster
+
+class MetricsSource(Protocol):
+    """What :func:`collector` reads at scrape time: a :class:`skycluster.Cluster`."""
+
+    @property
+    def name(self) -> str: ...
+
+    def metrics_snapshot(self) -> Snapshot | None: ...
 
 INSTALL_HINT = (
     "Prometheus metrics need the prometheus-client package: pip install 'skycluster[metrics]'\n"
@@ -148,15 +154,9 @@ def exposition(metrics: Metrics, node: str) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def collector(cluster: Cluster) -> SkyclusterCollector:
+def collector(cluster: MetricsSource) -> SkyclusterCollector:
     """A collector for an application's own registry; it reads whichever node
     ``cluster`` runs at scrape time (nothing while it is stopped)."""
     if not AVAILABLE:
         raise ImportError(INSTALL_HINT)
-
-    def snapshot() -> Snapshot | None:
-        runtime = cluster._runtime
-        ops = runtime.operations if runtime is not None else None
-        return ops.metrics.snapshot() if ops is not None else None
-
-    return SkyclusterCollector(snapshot, lambda: cluster.name)
+    return SkyclusterCollector(cluster.metrics_snapshot, lambda: cluster.name)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from skycluster._version import __version__
+
 if TYPE_CHECKING:
     from skycluster.distribution.node import Node
 
@@ -18,8 +20,6 @@ def node_status(node: Node) -> dict[str, Any]:
     "busy_wait", "min_nodes", "ready", "peers": [{"node", "address", "since", "rtt",
     "last_heard", "metadata", "direction", "links"}], "hidden_peers"}``; times are Unix
     seconds, rtt, last_heard and busy_wait seconds."""
-    from skycluster import __version__
-
     now = time.monotonic()
     peers: list[dict[str, Any]] = []
     hidden = 0
