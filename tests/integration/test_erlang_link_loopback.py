@@ -37,6 +37,7 @@ class Acceptor:
 @asynccontextmanager
 async def acceptor(
     decide: Callable[..., Status] = lambda _: Status.OK,
+    on_message: Callable[[ErlangLink, DistMessage], None] | None = None,
 ) -> AsyncIterator[Acceptor]:
     """A server whose connections run ``accept`` and then the link."""
     seen = Acceptor(0)
@@ -50,7 +51,7 @@ async def acceptor(
                 cookie=COOKIE,
                 creation=2,
                 decide=decide,
-                on_message=lambda _, m: seen.received.put_nowait(m),
+                on_message=on_message or (lambda _, m: seen.received.put_nowait(m)),
             )
         except (HandshakeError, ConnectionError) as exc:
             seen.links.put_nowait(exc)
@@ -148,3 +149,24 @@ def test_bad_bytes_close_the_link_with_a_reason(
         got = asyncio.run(scenario())
     assert got.startswith(reason), got
     assert any("corrupted external term" in r.getMessage() for r in caplog.records)
+
+
+def test_a_handler_that_raises_closes_its_link_only(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(link: ErlangLink, message: DistMessage) -> None:
+        raise KeyError(message.payload)
+
+    async def scenario() -> str:
+        async with acceptor(on_message=broken) as seen:
+            link = await dial(LOOPBACK, seen.port, name=A, cookie=COOKIE, creation=1)
+            link.send(reg_send(Pid(Atom(A), 1, 0, 1), Atom("jobs"), 1))
+            async with asyncio.TaskGroup() as tasks:
+                runner = tasks.create_task(link.run())
+                reason = await asyncio.wait_for(seen.ended.get(), WITHIN)
+                assert await asyncio.wait_for(runner, WITHIN) == "connection_closed"
+            again = await dial(LOOPBACK, seen.port, name=A, cookie=COOKIE, creation=1)
+            again.close()
+            return reason
+
+    with caplog.at_level(logging.ERROR, logger="skycluster.erlang"):
+        assert asyncio.run(scenario()) == "handler failed: KeyError"
+    assert any("handler raised" in r.getMessage() for r in caplog.records)

@@ -18,6 +18,7 @@ from erl_dist import ERL, ErlNode
 
 from skycluster.distribution.portmapper import lookup, register
 from skycluster.erlang import Atom, Pid
+from skycluster.erlang import flags as dflags
 from skycluster.erlang.cookie import load_erlang_cookie
 from skycluster.erlang.link import ErlangLink, accept, dial
 from skycluster.erlang.messages import Control, DistMessage, reg_send
@@ -40,6 +41,7 @@ ERL_CODE = (
     "net_kernel:monitor_nodes(true, [nodedown_reason]), "
     "register(echo, spawn(fun Echo() -> receive "
     "  {From, {send_to_py, Name, Msg}} -> {Name, node(From)} ! Msg, Echo(); "
+    "  {From, which_nodes} -> From ! {nodes(), nodes(hidden)}, Echo(); "
     "  {_, {ping, Node}} -> spawn(fun() -> "
     '    io:format(standard_error, "ping ~p~n", [net_adm:ping(Node)]) end), Echo(); '
     "  {_, {ping_later, Node}} -> spawn(fun() -> "
@@ -83,7 +85,7 @@ class Inbox:
                     return message
 
 
-async def connect(node: ErlNode, inbox: Inbox) -> ErlangLink:
+async def connect(node: ErlNode, inbox: Inbox, *, hidden: bool = False) -> ErlangLink:
     port = await lookup(LOOPBACK, "erl", epmd_port=node.epmd_port)
     assert port is not None, "erl is not registered"
     return await dial(
@@ -95,6 +97,7 @@ async def connect(node: ErlNode, inbox: Inbox) -> ErlangLink:
         expect=ERL,
         on_message=inbox,
         ticktime=TICKTIME,
+        flags=dflags.BASE if hidden else dflags.BASE | dflags.Flag.PUBLISHED,
     )
 
 
@@ -166,6 +169,24 @@ def test_the_python_side_gives_up_a_silent_erl(erl_node: ErlNode) -> None:
                 os.kill(erl_node.erl.proc.pid, signal.SIGCONT)
 
     assert asyncio.run(scenario()) == "net_tick_timeout"
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_erl_lists_the_python_side_as_visible_or_hidden(erl_node: ErlNode, hidden: bool) -> None:
+    """Without PUBLISHED the Python side is a hidden node, as ``erl -hidden`` is."""
+
+    async def scenario() -> Any:
+        inbox = Inbox()
+        link = await connect(erl_node, inbox, hidden=hidden)
+        async with asyncio.TaskGroup() as tasks:
+            runner = tasks.create_task(link.run())
+            answer = await echo(link, inbox, Atom("which_nodes"))
+            link.close()
+            await runner
+        return answer
+
+    listed = [Atom(PY)]
+    assert asyncio.run(scenario()) == (([], listed) if hidden else (listed, []))
 
 
 def test_erl_pings_the_python_side(erl_node: ErlNode) -> None:

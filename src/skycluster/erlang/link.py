@@ -208,7 +208,8 @@ class ErlangLink:
     async def run(self) -> str:
         """Read, tick and dispatch until the link ends; returns why: ``closed`` (or the
         reason given to :meth:`close`), ``connection_closed`` (by the peer),
-        ``net_tick_timeout``, or what was wrong with the peer's bytes."""
+        ``net_tick_timeout``, ``handler failed: ...`` (``on_message`` raised: logged),
+        or what was wrong with the peer's bytes."""
         try:
             if self._pending:
                 self._feed(self._pending)
@@ -245,6 +246,8 @@ class ErlangLink:
         for message in self._frames.feed(data):
             self.counters.messages_received += 1
             self._dispatch(message)
+            if self._closing is not None:  # a handler closed the link: read no further
+                break
         self.counters.ticks_received += self._frames.ticks - ticks
 
     def _dispatch(self, message: DistMessage) -> None:
@@ -255,7 +258,13 @@ class ErlangLink:
         elif netkernel.registered_name(message) in netkernel.ERLANG_SERVICES:
             self.counters.service_messages_dropped += 1
         elif self._on_message is not None:
-            self._on_message(self, message)
+            try:
+                self._on_message(self, message)
+            except Exception as exc:  # the handler's bug closes this link only
+                log.exception(
+                    "closing the Erlang link to %s: its message handler raised", self.peer.name
+                )
+                self.close(f"handler failed: {exc.__class__.__name__}")
 
     def _tick(self) -> None:
         verdict = self._policy.check(self._clock())
