@@ -148,6 +148,8 @@ def test_improper_lists() -> None:
         ImproperList((), 1)
     with pytest.raises(ValueError, match="not a list"):
         ImproperList((1,), [2])
+    with pytest.raises(ValueError, match="join their items"):
+        ImproperList((1,), ImproperList((2,), 3))
 
 
 def test_map_keys_that_python_cannot_hash_or_tell_apart() -> None:
@@ -206,7 +208,17 @@ def test_atoms_are_small_immutable_and_never_equal_text() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [None, float("nan"), float("inf"), object(), {1, 2}, Pid(NODE, 2**32, 0, 0)]
+    "value",
+    [
+        None,
+        float("nan"),
+        float("inf"),
+        object(),
+        {1, 2},
+        Pid(NODE, 2**32, 0, 0),
+        "\ud800",
+        Atom("\ud800"),
+    ],
 )
 def test_unencodable_values_are_refused_clearly(value: Any) -> None:
     with pytest.raises(UnencodableTerm):

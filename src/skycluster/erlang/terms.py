@@ -425,6 +425,8 @@ def encode(
         raise UnencodableTerm("value nested deeper than this thread's recursion limit") from None
     except (struct.error, OverflowError) as exc:  # a pid's or a reference's number out of range
         raise UnencodableTerm(f"a number out of its field's range: {exc}") from None
+    except UnicodeEncodeError:
+        raise UnencodableTerm("text that is not valid Unicode (a lone surrogate)") from None
     if compressed is not None:
         packed = zlib.compress(out, compressed)
         if len(packed) + 5 < len(out):

@@ -83,6 +83,8 @@ class ImproperList:
             raise ValueError("an improper list has at least one element before its tail")
         if isinstance(self.tail, list | FrozenList):
             raise ValueError("an improper list's tail is not a list (that would be a proper list)")
+        if isinstance(self.tail, ImproperList):
+            raise ValueError("an improper list's tail is not an improper list: join their items")
 
 
 class FrozenList(tuple[Any, ...]):
