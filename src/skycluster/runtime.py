@@ -33,6 +33,7 @@ from skycluster.distribution.registration import RegistrationKeeper
 from skycluster.distribution.settings import NodeSettings, PortMapperSettings
 from skycluster.errors import NodeUnreachable
 from skycluster.events import EventBus
+from skycluster.membership.driver import MembershipDriver
 from skycluster.messaging.messenger import Messenger
 from skycluster.names import NodeName
 from skycluster.ops.remote import RemoteStatus
@@ -78,6 +79,7 @@ class Runtime:
         self.node: Node | None = None
         self.messenger: Messenger | None = None
         self.remote_status: RemoteStatus | None = None
+        self.membership: MembershipDriver | None = None
         self._stop: asyncio.Event | None = None
         self.registration_keeper: RegistrationKeeper | None = None
         self.operations: Operations | None = None
@@ -162,6 +164,7 @@ class Runtime:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         node = self.node = Node(self.settings, self._cookie, self._bus)
+        membership = self.membership = MembershipDriver(node)  # decides about links
         messenger = self.messenger = Messenger(node)
         node.handle_frames(frame_types.MESSAGING, messenger.frame_received)
         node.listen_links(messenger)
@@ -172,6 +175,7 @@ class Runtime:
         keeper: RegistrationKeeper | None = None
         try:
             await node.start()
+            membership.start()
             await operations.start()
             keeper = await self._register(node)
         except BaseException as exc:
@@ -179,6 +183,7 @@ class Runtime:
                 await keeper.close()
             await operations.aclose()
             messenger.close()
+            await membership.aclose()
             await node.stop()
             self._started.set_exception(exc)
             return
@@ -195,6 +200,7 @@ class Runtime:
                 await keeper.close()
             await operations.aclose()
             messenger.close()  # ends every mailbox and call before the links close
+            await membership.aclose()
             await node.stop()
 
     async def _register(self, node: Node) -> RegistrationKeeper | None:

@@ -63,6 +63,8 @@ from skycluster import (
     StrategyContext,
     Topology,
 )
+from skycluster.distribution.node import Node
+from skycluster.membership.driver import MembershipDriver
 from skycluster.strategy import Epmd, strategy_class
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -322,7 +324,21 @@ async def test_flapping_peer_alternates_up_and_down_for_every_subscriber() -> No
             await control.wait_up(B, count + 1)
             # 4. b's node thread blocked: a sees a heartbeat timeout, then b comes back
             count = ups(control.events, B)
-            node_of(b).loop.call_soon_threadsafe(time.sleep, 1.5)
+            node_b = node_of(b)
+            if node_b.loop is node_of(a).loop:
+                # One loop runs both nodes (node_loop='shared'): blocking it stalls a
+                # too, and a node that measured its own stall blames nobody. Freeze
+                # b's link instead: it neither reads nor writes, as if b were stuck.
+                def freeze() -> None:
+                    link = node_b.links[A]
+                    assert link.transport is not None
+                    link.transport.pause_reading()
+                    link.send = lambda frame: None  # type: ignore[method-assign]
+                    link.write_frame = lambda data: None  # type: ignore[method-assign]
+
+                node_b.loop.call_soon_threadsafe(freeze)
+            else:
+                node_b.loop.call_soon_threadsafe(time.sleep, 1.5)
             await control.wait(
                 lambda evs: any(
                     isinstance(e, NodeDown) and e.reason is DownReason.HEARTBEAT_TIMEOUT
@@ -677,6 +693,12 @@ async def test_crossing_handshakes_keep_one_link() -> None:
 # --- hidden nodes and full_mesh=False ---------------------------------------------------------
 
 
+def dialling(node: Node) -> set[str]:
+    """The identities the node's membership core is dialling."""
+    assert isinstance(node.decider, MembershipDriver)
+    return set(node.decider.core.dialling)
+
+
 async def _peers_seen(cluster: Cluster, peer: str) -> tuple[set[str], set[str]]:
     """Once the link to ``peer`` carried a PING/PONG round trip (so the PEERS frame
     that ``peer`` sent first has been handled): (linked, being dialled)."""
@@ -684,7 +706,7 @@ async def _peers_seen(cluster: Cluster, peer: str) -> tuple[set[str], set[str]]:
     await eventually(
         lambda: peer in node.links and node.links[peer].rtt is not None, f"a PONG from {peer}"
     )
-    return await on_node(cluster, lambda: (set(node.links), set(node._dialling)))
+    return await on_node(cluster, lambda: (set(node.links), dialling(node)))
 
 
 @async_test
@@ -1048,7 +1070,7 @@ async def test_async_with_leaves_nothing_behind() -> None:
                     lambda: raw in {c.peer_address for c in list(node_of(a).connections)},
                     "a holds the raw connection",
                 )
-                assert await on_node(a, lambda: f"s@{LOOPBACK}" in node_of(a)._dialling)
+                assert await on_node(a, lambda: f"s@{LOOPBACK}" in dialling(node_of(a)))
             assert not a.running
             reader.join(WITHIN)
             assert not reader.is_alive() and [e.node for e in blocking_seen] == [B]

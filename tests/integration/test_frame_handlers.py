@@ -25,6 +25,7 @@ from skycluster.distribution.link import (
 from skycluster.distribution.node import Node
 from skycluster.distribution.settings import NodeSettings
 from skycluster.events import EventBus
+from skycluster.membership.driver import MembershipDriver
 from skycluster.names import NodeName
 
 COOKIE = b"frame-handlers-cookie"
@@ -48,13 +49,18 @@ def settings(name: str) -> NodeSettings:
 @asynccontextmanager
 async def nodes(*names: str) -> AsyncIterator[list[Node]]:
     started: list[Node] = []
+    deciders: list[MembershipDriver] = []
     try:
         for name in names:
             node = Node(settings(name), COOKIE, EventBus())
+            deciders.append(MembershipDriver(node))  # decides about its links
             await node.start()
+            deciders[-1].start()
             started.append(node)
         yield started
     finally:
+        for decider in deciders:
+            await decider.aclose()
         for node in started:
             await node.stop()
 
@@ -159,7 +165,9 @@ async def test_registrations_that_would_clash_are_refused() -> None:
 
 
 def test_the_layers_take_separate_ranges_of_the_one_table() -> None:
-    ranges = [frame_types.LINK, frame_types.MESSAGING, frame_types.OPERATIONS]
+    ranges = [
+        frame_types.LINK, frame_types.MESSAGING, frame_types.OPERATIONS, frame_types.MEMBERSHIP
+    ]
     for first, second in itertools.pairwise(ranges):
         assert first.stop <= second.start
     assert all(r.start >= frame_types.ALL.start and r.stop <= frame_types.ALL.stop for r in ranges)

@@ -6,6 +6,8 @@ KUBERNETES_SERVICE_HOST/PORT)."""
 
 from __future__ import annotations
 
+import time
+
 from agents import Agent, AgentFactory
 from k8s_api_server import FakeKubernetes, Pod
 from loopback_agents import loopback_agent, shared_port
@@ -134,3 +136,46 @@ def test_bad_options_exit_2_with_one_line(agent_factory: AgentFactory, api: Fake
         assert done.returncode == 2, done
         assert needle in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_terminating_pod_stays_unlinked_even_when_it_comes_back(
+    agent_factory: AgentFactory, api: FakeKubernetes
+) -> None:
+    """A strategy's view wins (docs/membership.md): three members in a full mesh, a
+    fourth pod turns terminating and every member disconnects it. Its process goes on
+    running its strategy (which still lists the members), then restarts at the same
+    address right away with a strategy that discovers nobody; members whose peers'
+    lists still name it must not link it again, by a mesh dial, a retry or its own."""
+    port = shared_port(agent_factory)
+    ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
+    api.set_pods(*(Pod(f"app-{i}", ip) for i, ip in enumerate(ips)))
+    flags = [
+        "--strategy",
+        "kubernetes",
+        "--kubernetes-master",
+        api.url,
+        "--kubernetes-service-account-path",
+        str(api.account),
+        "--kubernetes-selector",
+        "app=demo",
+        "--kubernetes-node-basename",
+        "app",
+        "--polling-interval",
+        "0.3",
+        "--full-mesh",
+    ]
+    *members, x = (loopback_agent(agent_factory, "app", ip, port, flags) for ip in ips)
+    for member in members:
+        member.wait_linked({m.identity for m in [*members, x] if m is not member})
+    marks = [member.mark() for member in members]
+    api.update("app-3", terminating=True)
+    for member, mark in zip(members, marks, strict=True):
+        assert member.wait_nodedown(x.identity, since=mark)["reason"] == "disconnect"
+    # its grace period: the process runs on, its strategy still lists the members
+    time.sleep(2.0)
+    x.kill()  # then restarted at once, at the same address, discovering nobody
+    x = loopback_agent(agent_factory, "app", ips[3], port, ["--full-mesh"])
+    for member, mark in zip(members, marks, strict=True):
+        relinked = lambda e: e["event"] == "nodeup" and e["node"] == x.identity  # noqa: E731
+        member.expect_none(relinked, 4.0, since=mark, what=f"a link to {x.identity}")
+        assert member.linked() == {m.identity for m in members if m is not member}

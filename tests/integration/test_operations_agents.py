@@ -29,7 +29,7 @@ def test_members_prints_the_view_of_a_running_node_without_any_event(
     shown = run_cli(["members", a.spec], env)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    assert lines[0].split() == ["NODE", "ADDRESS", "SINCE", "RTT", "METADATA"]
+    assert lines[0].split() == ["NODE", "ADDRESS", "SINCE", "RTT", "LINKS", "METADATA"]
     assert lines[1].startswith("*") and a.identity in lines[1] and "role=api,zone=eu-1" in lines[1]
     assert b.identity in lines[2] and b.address in lines[2] and "role=worker,version=2" in lines[2]
     assert lines[-1] == f"1 peer linked to {a.identity}; ready"

@@ -187,6 +187,7 @@ async def test_a_silent_peer_emits_heartbeat_timeout() -> None:
                 assert link.transport is not None
                 link.transport.pause_reading()
                 link.send = lambda frame: None  # type: ignore[method-assign]
+                link.write_frame = lambda data: None  # type: ignore[method-assign]
 
             await asyncio.wrap_future(runtime.call(freeze))
             silence, _ = await asyncio.to_thread(on_a.wait, "heartbeat.timeout", 10.0, peer=B)

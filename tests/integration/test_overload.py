@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
 from agents import LOOPBACK, AgentFactory, Event
 
 # A round's stop is shorter than the default heartbeat timeout (3 s), so the
@@ -23,11 +22,6 @@ def is_nodedown(event: Event) -> bool:
     return event["event"] == "nodedown"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the heartbeat verdict runs before the frames waiting in the socket are read and "
-    "does not allow for the loop lag the node measured (issue 15): the membership core fixes it",
-)
 def test_a_node_stopped_for_less_than_its_timeout_keeps_its_peer(
     agent_factory: AgentFactory,
 ) -> None:

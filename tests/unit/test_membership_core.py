@@ -341,19 +341,19 @@ def test_pairs_that_should_be_linked_and_are_not_are_counted() -> None:
     c.peers_received(0.0, 1, full(c, [ME, "c@h"]))
     c.peers_received(0.0, 2, full(c, [ME, "b@h"]))
     c.tick(1.0)
-    assert c.unlisted_pairs == 0
+    assert c.unlinked_pairs == 0
     # b loses c (an asymmetric partition): both say so
     c.peers_received(1.5, 1, PeerListUpdate(1, 0, False, 0, c.table.mask(["c@h"])))
     c.peers_received(1.5, 2, PeerListUpdate(1, 0, False, 0, c.table.mask(["b@h"])))
     c.tick(2.0)
-    assert c.unlisted_pairs == 1
+    assert c.unlinked_pairs == 1
     view = c.connectivity()
     assert view["links"] == {"b@h": [ME], "c@h": [ME]}
     # a node a peer lists and we cannot reach counts too
     c.peers_received(2.5, 1, PeerListUpdate(2, 1, False, c.table.mask(["d@h"]), 0))
     c.take()
     c.tick(3.0)
-    assert c.unlisted_pairs == 2
+    assert c.unlinked_pairs == 2
 
 
 # -- pure pieces ------------------------------------------------------------------

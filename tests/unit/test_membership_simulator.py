@@ -98,7 +98,7 @@ def test_a_triangle_that_cannot_close_backs_off_and_shows() -> None:
     sim.run_until(sim.now + 120.0)
     assert sim.counters.dials - dials <= 2 * (120 / 30 + 2)  # about one per retry_max each
     for ident in ("n0@sim", a, b):
-        assert sim.procs[ident].core.unlisted_pairs == 1, ident
+        assert sim.procs[ident].core.unlinked_pairs == 1, ident
     assert sim.procs[a].core.connectivity()["backing_off"] == 1
     sim.heal()
     assert time_to_mesh(sim, settings.retry_max + 10.0) is not None

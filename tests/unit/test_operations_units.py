@@ -244,11 +244,16 @@ def test_the_members_table_lists_the_node_first_then_its_peers() -> None:
         "ready": True,
         "min_nodes": 0,
         "peers": [
-            {"node": "b@h", "address": "h:2", "since": 1060.0, "rtt": 0.00042, "metadata": {}},
+            {"node": "b@h", "address": "h:2", "since": 1060.0, "rtt": 0.00042, "metadata": {},
+             "links": ["a@h", "c@h"]},
+            {"node": "c@h", "address": "h:3", "since": 1060.0, "rtt": None, "metadata": {},
+             "links": []},
         ],
-    }
+        "unlinked_pairs": 1,
+    }  # fmt: skip
     lines = members.table(status, now=1120.0).splitlines()
-    assert lines[0].split() == ["NODE", "ADDRESS", "SINCE", "RTT", "METADATA"]
+    assert lines[0].split() == ["NODE", "ADDRESS", "SINCE", "RTT", "LINKS", "METADATA"]
     assert lines[1].startswith("*  a@h") and "role=api" in lines[1] and "(2m)" in lines[1]
     assert "b@h" in lines[2] and "0.42 ms" in lines[2] and "(1m)" in lines[2]
-    assert lines[3] == "1 peer linked to a@h; ready"
+    assert " all " in lines[2] and "lacks a@h, b@h" in lines[3]
+    assert lines[4] == "2 peers linked to a@h; ready; 1 pair should be linked and is not"

@@ -11,7 +11,7 @@ from __future__ import annotations
 # The link's own (skycluster.distribution.link).
 PING = 1  # [PING, seq]            heartbeat; answered with PONG
 PONG = 2  # [PONG, seq]
-PEERS = 3  # [PEERS, [name, ...]]  the sender's visible links (name@host:port)
+# 3 was PEERS, the whole peer list on every change: now PEER_LIST below.
 GOODBYE = 4  # [GOODBYE, reason]   the sender is about to close: "shutdown" | "disconnect"
 LINK = range(PING, 5)
 
@@ -27,6 +27,12 @@ MESSAGING = range(SEND, 20)
 STATUS_REQUEST = 20  # [STATUS_REQUEST, id]
 STATUS = 21  # [STATUS, id, map]
 OPERATIONS = range(STATUS_REQUEST, 30)
+
+# Membership (skycluster.membership.driver, docs/membership.md).
+TICK = 30  # [TICK]                 the link was idle for an interval: one way, no answer
+PEER_LIST = 31  # [PEER_LIST, version, base, whole, [name, ...] added, [name, ...] removed]
+PEER_LIST_REQUEST = 32  # [PEER_LIST_REQUEST]  a change did not follow: send the whole list
+MEMBERSHIP = range(TICK, 40)
 
 # Every type a frame may have: a msgpack positive fixint, which frames.frame_kind()
 # reads without decoding the frame (it says 0 when it cannot).

@@ -45,6 +45,7 @@ class RejectReason(StrEnum):
     NAME = "name"  # the peer claims our own name
     AUTH = "auth"  # the peer could not prove the cookie
     BUSY = "busy"  # the acceptor is stopping or over its limits
+    REMOVED = "removed"  # a discovery strategy of the acceptor removed the peer
 
 
 class HandshakeError(Exception):

@@ -7,7 +7,11 @@ The distribution layer never imports the layers above it; they plug in here
   :meth:`Node.handle_frames <skycluster.distribution.node.Node.handle_frames>`;
 * one :class:`LinkListener`, with :meth:`Node.listen_links
   <skycluster.distribution.node.Node.listen_links>`, told about the life of
-  every established link.
+  every established link;
+* one :class:`Decider`, with :meth:`Node.decide_with
+  <skycluster.distribution.node.Node.decide_with>`: every decision about links
+  (admission, which link wins, heartbeats, the mesh, strategies' removals) is
+  its own; the node carries them out (:mod:`skycluster.membership.driver`).
 
 Everything here is called on the node's loop, from the link's protocol
 callbacks: it must be quick and must not block. An exception that a handler
@@ -17,10 +21,13 @@ raises closes that link only (logged and counted as a protocol error).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from skycluster.distribution.handshake import Introduction
     from skycluster.distribution.link import Link
+    from skycluster.events import DownReason
+    from skycluster.names import NodeName
 
 FrameHandler = Callable[["Link", int, bytes], None]
 """``handler(link, kind, payload)``: one frame of type ``kind`` from ``link``,
@@ -64,3 +71,37 @@ class NoListener:
 
     def resume_writing(self, link: Link) -> None:
         pass
+
+
+class Decider(Protocol):
+    """Decides about the node's links; the node asks it at each step of a link's
+    life and carries out what it says (dial, close, send, publish)."""
+
+    def admit(self, peer: Introduction) -> str | None:
+        """Acceptor side, before the peer proves the cookie: a RejectReason value to
+        refuse it, or None to go on (then :meth:`link_up` or :meth:`handshake_ended`)."""
+
+    def handshake_ended(self, identity: str) -> None:
+        """A handshake admitted by :meth:`admit` failed."""
+
+    def link_up(self, link: Link) -> bool:
+        """``link`` is authenticated: True keeps it (the decider registers it with
+        :meth:`Node.register_link`), False refuses it."""
+
+    def link_closed(self, link: Link, reason: DownReason) -> None:
+        """``link``, once kept, closed (whoever closed it)."""
+
+    async def connect(self, name: NodeName, topology: str | None) -> bool:
+        """Link to ``name`` (asked by ``topology``'s strategy, or by the application
+        when None); True once linked."""
+
+    def disconnect(self, identity: str, topology: str | None) -> bool:
+        """Drop the link to ``identity``; True when there was one."""
+
+    def connectivity(self) -> dict[str, Any]:
+        """Who is linked to whom, as far as this node knows (for /status; call it
+        on the node's loop)."""
+
+    @property
+    def unlinked_pairs(self) -> int:
+        """Pairs that should be linked and are not (a number: read from any thread)."""

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from skycluster.distribution import frames
-from skycluster.distribution.frame_types import GOODBYE, PEERS, PING, PONG
+from skycluster.distribution.frame_types import GOODBYE, PING, PONG
 from skycluster.distribution.handshake import (
     Established,
     Handshake,
@@ -58,6 +58,10 @@ _REFUSAL_HINTS = {
     "version": " (no protocol version in common: upgrade the older node)",
     "name": " (it has the name we dialled as our own: two nodes share a name)",
     "busy": " (it is stopping or has too many connections being set up)",
+    "removed": (
+        " (a discovery strategy of that node removed this one; it links again once"
+        " that strategy lists this node again)"
+    ),
 }
 
 
@@ -68,7 +72,7 @@ class Link(asyncio.BufferedProtocol):
     that :meth:`write_direct` writes to), the end of a frame written only in part
     (``_unsent``) and the lock that keeps frames from interleaving
     (``_write_lock``): nothing outside this class touches them. Handles its own
-    frames (PING, PONG, PEERS, GOODBYE); any other type goes to the handler the
+    frames (PING, PONG, GOODBYE); any other type goes to the handler the
     node has for it (:meth:`Node.handle_frames`), or is ignored.
     """
 
@@ -84,7 +88,10 @@ class Link(asyncio.BufferedProtocol):
         self.established: asyncio.Future[None] = node.loop.create_future()
         self.up = False
         self.since = 0.0
+        # Stamped on every read and every write: the membership core judges silence
+        # and idleness from them (the link is its clock, skycluster.membership.verdicts).
         self.last_received = time.monotonic()
+        self.last_sent = self.last_received
         self.last_ping = 0.0
         self.rtt: float | None = None
         self.down_reason: DownReason | None = None
@@ -97,7 +104,6 @@ class Link(asyncio.BufferedProtocol):
         # anything else so that frames never interleave (guarded by _write_lock).
         self._unsent = b""
         self._fd: int | None = None  # set once up, on a plain TCP link (not TLS)
-        self.sent_peers: frozenset[str] = frozenset()  # what our last PEERS told this peer
         self._decoder = frames.FrameDecoder(node.settings.max_frame_size)
         self._ping_seq = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -249,11 +255,6 @@ class Link(asyncio.BufferedProtocol):
             if frame[1] == self._ping_seq and self.last_ping:
                 self.rtt = time.monotonic() - self.last_ping
                 self.node.emit("heartbeat.rtt", {"rtt": self.rtt}, peer=self.identity)
-        elif kind == PEERS:
-            names = frame[1]
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise ValueError("PEERS must carry a list of names")
-            self.node.peers_received(self, names)
         elif kind == GOODBYE:
             reason = frame[1]
             if reason == "shutdown":
@@ -298,6 +299,7 @@ class Link(asyncio.BufferedProtocol):
             data = self._unsent + data
             self._unsent = b""
         self.transport.write(data)
+        self.last_sent = time.monotonic()
         if self.node.busy_wait is not None:
             self.node.busy_wait.poke()
 
@@ -333,6 +335,7 @@ class Link(asyncio.BufferedProtocol):
                 return NOT_WRITTEN
             except OSError:
                 return WRITE_FAILED
+            self.last_sent = time.monotonic()
             if written >= len(frame):
                 return WROTE
             if written == 0:

@@ -1,13 +1,13 @@
-"""The local node: listener, links by peer, heartbeats and the mesh.
+"""The local node: listener, connections, dials and the established links.
 
 Runs entirely on the node's own event loop (see :mod:`skycluster.runtime`), so
 the application can block its own loop without starving heartbeats.
 
-Exactly one link per pair of nodes: when both dial each other at once, the
-connection dialled by the node with the smaller identity wins (the acceptor of
-the other one answers REJECT "simultaneous"); a second link to the same
-incarnation is refused ("alive"); a link from a new incarnation of a known node
-replaces the old one, which is then reported down.
+The node moves bytes and carries out decisions; it takes none about links. Its
+:class:`~skycluster.distribution.hooks.Decider` (the membership driver,
+:mod:`skycluster.membership.driver`) says whether a handshake goes on, which of
+two links to the same node wins, when a silent link is closed, whom the mesh
+dials and what a strategy's removal means.
 """
 
 from __future__ import annotations
@@ -22,25 +22,21 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from skycluster._backoff import Backoff
 from skycluster._counters import Counters
 from skycluster._ratelimit import RateLimit
 from skycluster._tasks import TaskSet
 from skycluster.distribution import frame_types
 from skycluster.distribution.busywait import BusyWait
-from skycluster.distribution.frame_types import PEERS
 from skycluster.distribution.handshake import Introduction, RejectReason
-from skycluster.distribution.hooks import FrameHandler, LinkListener, NoListener
+from skycluster.distribution.hooks import Decider, FrameHandler, LinkListener, NoListener
 from skycluster.distribution.link import READ_SIZE, Link, LinkRefused
 from skycluster.distribution.settings import NodeSettings
 from skycluster.errors import NodeUnreachable, StartError
-from skycluster.events import DownReason, EventBus, NodeDown, NodeUp
-from skycluster.names import InvalidNodeName, NodeName, format_address, parse_address
+from skycluster.events import DownReason, EventBus
+from skycluster.names import NodeName, format_address, parse_address
 from skycluster.telemetry import GLOBAL, Telemetry, handshake_reason
 
 log = logging.getLogger("skycluster.node")
-
-_MESH_CHECK = 1.0  # seconds between checks that peers know our links and the mesh is whole
 
 Resolver = Callable[[NodeName], Coroutine[Any, Any, tuple[str, int]]]
 
@@ -50,8 +46,7 @@ class Node:
 
     Owns the listening socket, every connection (``connections``) and the
     established link to each peer (``links``, one per peer), the dials under way,
-    the heartbeats, the full mesh (what each peer says it is linked to), the
-    addresses learnt, the counters (``counters``, ``traffic``) and the telemetry of
+    the addresses learnt, the counters (``counters``, ``traffic``) and the telemetry of
     all that, and the read buffer its links share. Moves frames but knows none
     of the layers above: they register a handler per range of frame types
     (:meth:`handle_frames`) and a listener of link life (:meth:`listen_links`).
@@ -77,19 +72,15 @@ class Node:
         # (a list: indexed once per frame); None: the link's own, or ignored.
         self.frame_handlers: list[FrameHandler | None] = [None] * frame_types.ALL.stop
         self.link_listener: LinkListener = NoListener()
+        self.decider: Decider | None = None  # decides about links: decide_with()
         self.started = time.time()
         self.resolve: Resolver | None = None  # asks a port mapper; set by the runtime
-        self._dialling: dict[str, asyncio.Task[bool]] = {}
+        self.dials_in_flight = 0
         self._accepting: dict[str, Link] = {}  # admitted handshakes not yet finished
         self._link_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._server: asyncio.Server | None = None
         self._tasks = TaskSet(log)
         self._stopping = False
-        # Names each peer said it is linked to (PEERS), and when to dial each next.
-        self._peer_lists: dict[str, frozenset[str]] = {}
-        self._mesh_names: dict[str, NodeName] = {}
-        self._mesh_retry: dict[str, tuple[float, Backoff]] = {}  # ident -> (next try, backoff)
-        self._last_mesh_check = 0.0
         self.port = 0
         self.introduction = Introduction(
             self.name, self.creation, settings.hidden, None, dict(settings.metadata)
@@ -103,6 +94,8 @@ class Node:
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.decider is None:
+            raise StartError("a node needs a decider (Node.decide_with) before it starts")
         settings = self.settings
         if settings.tls is not None:
             self._server_ssl, self._client_ssl = _tls_contexts(settings)
@@ -133,7 +126,6 @@ class Node:
             format_address(self.name.host, self.port),
             dict(settings.metadata),
         )
-        self._tasks.spawn(self._heartbeats(), name="heartbeats")
 
     async def stop(self) -> None:
         """Say goodbye to every peer, close every connection, end every task."""
@@ -174,6 +166,12 @@ class Node:
         for kind in kinds:
             self.frame_handlers[kind] = handler
 
+    def decide_with(self, decider: Decider) -> None:
+        """Let ``decider`` take every decision about links (one decider)."""
+        if self.decider is not None:
+            raise ValueError("the node has a decider already")
+        self.decider = decider
+
     def listen_links(self, listener: LinkListener) -> None:
         """Tell ``listener`` about the life of every established link (one listener)."""
         if not isinstance(self.link_listener, NoListener):
@@ -185,38 +183,44 @@ class Node:
     def nodes(self) -> list[str]:
         return [ident for ident, link in self.links.items() if link.peer and not link.peer.hidden]
 
-    async def connect(self, target: NodeName | str) -> bool:
-        """Link to a node (no-op when linked); False when it cannot be reached."""
+    async def connect(self, target: NodeName | str, topology: str | None = None) -> bool:
+        """Link to a node (no-op when linked); False when it cannot be reached.
+        ``topology``: the strategy that asks (its removal of the node is lifted)."""
         name = NodeName.parse(target) if isinstance(target, str) else target
-        ident = name.identity
-        if ident == self.identity or ident in self.links:
+        if name.identity == self.identity or name.identity in self.links:
+            if topology is not None:
+                await self._decider.connect(name, topology)  # lifts a removal
             return True
         if self._stopping:
             return False
-        if ident in self._accepting and await self._await_link(ident):
-            return True  # the peer is dialling us right now: take that link
-        dial = self._dialling.get(ident)
-        if dial is None:
-            dial = self._tasks.spawn(self._dial(name), name=f"dial {ident}")
-            self._dialling[ident] = dial
-            dial.add_done_callback(lambda _: self._dialling.pop(ident, None))
-        return await asyncio.shield(dial)
+        return await self._decider.connect(name, topology)
 
-    def disconnect(self, identity: str) -> bool:
-        link = self.links.pop(identity, None)
-        if link is None:
-            self.emit("disconnect.error", {}, peer=identity, reason="not_linked")
-            return False
-        link.down_reason = DownReason.DISCONNECT
-        self.emit("disconnect.ok", {}, peer=identity)
-        link.goodbye("disconnect")
-        self._publish_down(link, DownReason.DISCONNECT)
-        return True
+    def disconnect(self, identity: str, topology: str | None = None) -> bool:
+        """Drop the link to ``identity``. With ``topology`` (a strategy's removal) the
+        node stays unlinked by the mesh until that strategy lists it again."""
+        return self._decider.disconnect(identity, topology)
+
+    @property
+    def _decider(self) -> Decider:
+        if self.decider is None:
+            raise RuntimeError("the node has no decider (Node.decide_with)")
+        return self.decider
 
     # -- dialling -------------------------------------------------------------
 
+    async def dial(self, name: NodeName) -> bool:
+        """Dial ``name`` and hand the link to the decider; True once linked (also
+        when the peer's own dial wins a simultaneous connect)."""
+        self.dials_in_flight += 1
+        try:
+            return await self._dial(name)
+        finally:
+            self.dials_in_flight -= 1
+
     async def _dial(self, name: NodeName) -> bool:
         ident = name.identity
+        if ident in self.links:
+            return True
         link = Link(self, initiator=True, expect=name)
         where = ident
         began = self.loop.time()
@@ -239,7 +243,7 @@ class Node:
                 await link.established
         except LinkRefused as exc:
             if exc.reason in (RejectReason.SIMULTANEOUS, RejectReason.ALIVE):
-                linked = await self._await_link(ident)
+                linked = await self.await_link(ident)
                 self._dialled(ident, address, began, None if linked else "timeout", "timed out")
                 return linked
             self._dial_failed(ident, where, str(exc))
@@ -281,7 +285,7 @@ class Node:
             f"no port known for {name.identity}: give one (name@host:port) or set --dist-port"
         )
 
-    async def _await_link(self, ident: str) -> bool:
+    async def await_link(self, ident: str) -> bool:
         """Wait for the link the peer is dialling (a simultaneous connect it wins, or a
         handshake we are accepting); woken when that link comes up or its handshake fails."""
         if ident in self.links:
@@ -332,54 +336,31 @@ class Node:
 
     def admit(self, peer: Introduction, link: Link) -> RejectReason | None:
         """Acceptor side: may this (not yet authenticated) peer go on?"""
-        reason = self._admission(peer)
-        if reason is None:
-            # Until this handshake ends, a connect() to the peer waits for it instead
-            # of dialling a second connection that would cross this one.
-            self._accepting[peer.name.identity] = link
-        return reason
-
-    def _admission(self, peer: Introduction) -> RejectReason | None:
-        ident = peer.name.identity
         if self._stopping:
             return RejectReason.BUSY
-        if ident == self.identity:
-            return RejectReason.NAME
-        existing = self.links.get(ident)
-        if existing is not None and existing.peer and existing.peer.creation == peer.creation:
-            return RejectReason.ALIVE
-        accepting = self._accepting.get(ident)
-        if (
-            accepting is not None
-            and accepting.handshake.peer is not None
-            and accepting.handshake.peer.creation == peer.creation
-        ):
-            return RejectReason.ALIVE  # a handshake with this very node is under way
-        if ident in self._dialling and self.identity < ident:
-            return RejectReason.SIMULTANEOUS  # our own dial wins
+        reason = self._decider.admit(peer)
+        if reason is not None:
+            return RejectReason(reason)
+        # Until this handshake ends, a connect() to the peer waits for it instead
+        # of dialling a second connection that would cross this one.
+        self._accepting[peer.name.identity] = link
         return None
 
     def link_up(self, link: Link) -> bool:
-        """An authenticated link; False refuses it (duplicate)."""
+        """An authenticated link; False refuses it (the decider said so)."""
         assert link.peer is not None
         self._handshaking.discard(link)
+        return self._decider.link_up(link)
+
+    def register_link(self, link: Link) -> None:
+        """The decider keeps ``link``: it is the link to its peer from now on."""
+        assert link.peer is not None
         peer = link.peer
         ident = peer.name.identity
-        existing = self.links.get(ident)
-        if existing is not None:
-            assert existing.peer is not None
-            if existing.peer.creation == peer.creation:
-                return False
-            # The peer restarted; the old link belongs to a process that is gone.
-            del self.links[ident]
-            existing.abort()
-            self._publish_down(existing, DownReason.CONNECTION_CLOSED)
         self.links[ident] = link
         if peer.address:
             with contextlib.suppress(ValueError):
                 self.addresses[ident] = parse_address(peer.address)
-        self.counters.add("links_up")
-        self._mesh_retry.pop(ident, None)
         self.emit(
             "link.up",
             {},
@@ -389,14 +370,15 @@ class Node:
             metadata=peer.metadata,
             direction="out" if link.initiator else "in",
         )
-        if not peer.hidden:
-            self.bus.publish(NodeUp(ident, peer.address, peer.metadata))
         if self._accepting.get(ident) is link:
             del self._accepting[ident]
         self._wake_link_waiters(ident)
-        if not self.settings.hidden:
-            self._send_peers(link)
-        return True
+
+    def drop_link(self, link: Link) -> None:
+        """The decider closes ``link``: it is nobody's link from now on."""
+        ident = link.identity
+        if ident is not None and self.links.get(ident) is link:
+            del self.links[ident]
 
     def connection_closed(self, link: Link, reason: DownReason) -> None:
         self.connections.discard(link)
@@ -404,55 +386,13 @@ class Node:
         claimed = link.handshake.peer.name.identity if link.handshake.peer else None
         if claimed is not None and self._accepting.get(claimed) is link:
             del self._accepting[claimed]
+            if self.decider is not None:
+                self.decider.handshake_ended(claimed)
             self._wake_link_waiters(claimed)  # that handshake failed: dial instead
-        ident = link.identity
-        if ident is not None and self.links.get(ident) is link:
-            del self.links[ident]
-            self._peer_lists.pop(ident, None)
-            # Peers still list it until their next PEERS: let them catch up before the
-            # mesh dials it again (a node that left is not "unreachable").
-            self._mesh_retry[ident] = (time.monotonic() + 3 * _MESH_CHECK, _mesh_backoff())
-            self._publish_down(link, reason)
-
-    def peers_received(self, link: Link, names: list[str]) -> None:
-        if self.settings.hidden or not self.settings.full_mesh or not link.peer or link.peer.hidden:
-            return
-        listed: set[str] = set()
-        for text in names[:4096]:
-            try:
-                name = NodeName.parse(text)
-            except InvalidNodeName:
-                self.counters.add("bad_peer_names")
-                continue
-            if name.identity != self.identity:
-                listed.add(name.identity)
-                self._mesh_names[name.identity] = name
-        assert link.identity is not None
-        self._peer_lists[link.identity] = frozenset(listed)
-        self._complete_mesh(time.monotonic())
-
-    def _complete_mesh(self, now: float) -> None:
-        """Dial every node a peer is linked to and we are not (transitive connect);
-        a failed dial is tried again with backoff while some peer still lists it."""
-        wanted = set().union(*self._peer_lists.values()) if self._peer_lists else set()
-        for ident in list(self._mesh_names):
-            if ident not in wanted:
-                del self._mesh_names[ident]
-                self._mesh_retry.pop(ident, None)
-        for ident in wanted:
-            if ident in self.links or ident in self._dialling or self._stopping:
-                continue
-            due, backoff = self._mesh_retry.get(ident) or (0.0, _mesh_backoff())
-            if now < due:
-                continue
-            self._mesh_retry[ident] = (now + backoff.next(), backoff)
-            self._tasks.spawn(self.connect(self._mesh_names[ident]), name=f"mesh {ident}")
-
-    def _send_peers(self, link: Link) -> None:
-        assert link.identity is not None
-        peers = self._visible_peers(excluding=link.identity)
-        link.sent_peers = frozenset(peers)
-        link.send([PEERS, peers])
+        if link.up:
+            self.drop_link(link)
+            if self.decider is not None:
+                self.decider.link_closed(link, reason)
 
     def handshake_failed(self, link: Link, why: str) -> None:
         self.counters.add("handshakes_failed")
@@ -470,72 +410,7 @@ class Node:
         self.counters.add("protocol_errors")
         log.warning("closing link to %s: %s", link.identity or link.peer_address, why)
 
-    # -- heartbeats -----------------------------------------------------------
-
-    async def _heartbeats(self) -> None:
-        interval = self.settings.heartbeat_interval
-        timeout = self.settings.heartbeat_timeout
-        # Check a few times per interval so that detection stays within interval + timeout.
-        step = min(interval, timeout) / 4
-        while True:
-            due = time.monotonic() + step
-            await asyncio.sleep(step)
-            now = time.monotonic()
-            if now - due >= interval:
-                # The loop ran nothing for a heartbeat interval or more: our pings
-                # were late too, and peers may have reported us down meanwhile.
-                self.counters.add("loop_stalls")
-                self.emit("loop.stall", {"seconds": now - due}, shared=self.settings.shared_loop)
-            for link in list(self.links.values()):
-                if link.reading_paused:  # we stopped reading it: its bytes wait for us
-                    link.last_received = now
-                if now - link.last_received > timeout:
-                    self.counters.add("heartbeat_timeouts")
-                    silence = {"silence": now - link.last_received}
-                    self.emit("heartbeat.timeout", silence, peer=link.identity)
-                    link.down_reason = DownReason.HEARTBEAT_TIMEOUT
-                    link.abort()
-                elif now - link.last_ping >= interval:
-                    link.ping(now)
-            self._mesh_upkeep(now)
-
-    def _mesh_upkeep(self, now: float) -> None:
-        """Tell peers when our set of links changed, and retry missing mesh links."""
-        if self.settings.hidden:
-            return
-        if now - self._last_mesh_check < _MESH_CHECK:
-            return
-        self._last_mesh_check = now
-        for link in list(self.links.values()):
-            ident = link.identity
-            if ident is not None and link.up and link.sent_peers != frozenset(
-                self._visible_peers(excluding=ident)
-            ):
-                self._send_peers(link)
-        if self.settings.full_mesh:
-            self._complete_mesh(now)
-
     # -- helpers --------------------------------------------------------------
-
-    def _visible_peers(self, *, excluding: str) -> list[str]:
-        names = []
-        for ident, other in self.links.items():
-            if ident == excluding or other.peer is None or other.peer.hidden:
-                continue
-            address = self.addresses.get(ident)
-            names.append(f"{ident}:{address[1]}" if address else ident)
-        return names
-
-    def _publish_down(self, link: Link, reason: DownReason) -> None:
-        ident = link.identity
-        if ident is None or link.peer is None:
-            return
-        lasted = {"duration": time.time() - link.since if link.since else 0.0}
-        self.emit("link.down", lasted, peer=ident, reason=reason.value, hidden=link.peer.hidden)
-        if link.peer.hidden:
-            return
-        self.counters.add(f"links_down_{reason.value}")
-        self.bus.publish(NodeDown(ident, reason))
 
     def emit(self, event: str, measurements: dict[str, float], **metadata: Any) -> None:
         """A telemetry event (see :mod:`skycluster.telemetry`), tagged with this node."""
@@ -549,11 +424,6 @@ class Traffic:
 
     def __init__(self) -> None:
         self.bytes_in = self.bytes_out = self.frames_in = self.frames_out = 0
-
-
-def _mesh_backoff() -> Backoff:
-    """Pauses between the mesh's dials of one node: 0.5 s, doubling up to 30 s."""
-    return Backoff(0.5, 30.0)
 
 
 def _describe(exc: BaseException) -> str:

@@ -50,7 +50,7 @@ from skycluster.membership.names import NameTable, indices
 from skycluster.membership.peerlists import OwnList, PeerLists, PeerListUpdate
 from skycluster.membership.settings import MembershipSettings
 from skycluster.membership.tombstones import Tombstones
-from skycluster.membership.verdicts import Heartbeats, LinkClock
+from skycluster.membership.verdicts import Clock, Heartbeats, LinkClock
 
 _HOLD_PERIODS = 3  # after a link goes down, peers list it until they hear: wait for them
 
@@ -62,7 +62,7 @@ class LinkState:
     creation: int
     hidden: bool
     bit: int  # 0 for a hidden peer (in no list)
-    clock: LinkClock
+    clock: Clock
     since: float
 
 
@@ -93,7 +93,7 @@ class Membership:
         self.accepting: dict[str, int] = {}  # ident -> creation, handshakes we admitted
         self.dialling: dict[str, bool] = {}  # ident -> dialled by the mesh
         self.counters = counters if counters is not None else Counters()
-        self.unlisted_pairs = 0  # pairs that should be linked and are not (last mesh pass)
+        self.unlinked_pairs = 0  # pairs that should be linked and are not (last mesh pass)
         self._dialling_mask = 0
         self._explicit: set[str] = set()  # dials a strategy or the application asked for
         self._pending = 0  # mesh targets waiting for a free dial slot
@@ -168,7 +168,14 @@ class Membership:
             self._complete(now, 0)
 
     def link_up(
-        self, now: float, link: int, ident: str, name: str, creation: int, hidden: bool = False
+        self,
+        now: float,
+        link: int,
+        ident: str,
+        name: str,
+        creation: int,
+        hidden: bool = False,
+        clock: Clock | None = None,
     ) -> bool:
         """An authenticated link; False: refuse it (the same incarnation is linked, or
         a strategy removed the node and nobody asked to link it since)."""
@@ -189,11 +196,12 @@ class Membership:
         bit = 0 if hidden else self.table.bit(ident)
         if not hidden:
             self.table.index(ident, name)
-        clock = LinkClock(link, ident, now, hidden=hidden)
+        if clock is None:
+            clock = LinkClock(now)
         state = LinkState(link, ident, creation, hidden, bit, clock, now)
         self.links[link] = state
         self.by_ident[ident] = state
-        self.heartbeats.add(clock)
+        self.heartbeats.add(link, clock, now)
         self._count("links_up")
         if not hidden:
             self._changed = True
@@ -215,10 +223,6 @@ class Membership:
         if not state.hidden:
             self.mesh.unlinked(state.ident, now, _HOLD_PERIODS * self.settings.mesh_period)
 
-    def clock(self, link: int) -> LinkClock:
-        """The link's clock: the driver stamps every frame received and sent on it."""
-        return self.links[link].clock
-
     def heard(self, link: int, now: float) -> None:
         state = self.links.get(link)
         if state is not None:
@@ -233,7 +237,7 @@ class Membership:
         """Reading a link stopped (a full mailbox): its silence is ours, not the peer's."""
         state = self.links.get(link)
         if state is not None:
-            state.clock.paused = paused
+            state.clock.reading_paused = paused
             state.clock.last_received = now
 
     def _remove(self, state: LinkState, reason: str) -> None:
@@ -246,26 +250,27 @@ class Membership:
             self.own.current &= ~state.bit
             self.lists.remove_peer(state.ident)
             self._act(PublishDown(state.ident, state.link, reason))
-        self._count(f"links_down_{reason}")
+            self._count(f"links_down_{reason}")
 
     # -- time -----------------------------------------------------------------
 
     def tick(self, now: float, lag: float = 0.0) -> None:
         """The timer fired ``lag`` seconds later than it was due."""
         if lag >= self.settings.step:
-            self._count("loop_stalls")
             self.heartbeats.lagged(now, lag)
-            self._act(LoopStalled(lag))
+            if lag >= self.settings.heartbeat_interval:  # worth a log line
+                self._count("loop_stalls")
+                self._act(LoopStalled(lag))
         due = self.heartbeats.due(now)
-        for clock, silence in due.silent:
-            state = self.links[clock.link]
+        for link, silence in due.silent:
+            state = self.links[link]
             self._count("heartbeat_timeouts")
-            self._act(CloseLink(clock.link, clock.ident, "heartbeat_timeout", silence))
+            self._act(CloseLink(link, state.ident, "heartbeat_timeout", silence))
             self._remove(state, "heartbeat_timeout")
             if not state.hidden:
                 self.mesh.unlinked(state.ident, now, _HOLD_PERIODS * self.settings.mesh_period)
-        for clock in due.idle:
-            self._act(SendTick(clock.link))
+        for link in due.idle:
+            self._act(SendTick(link))
         if now - self._last_mesh >= self.settings.mesh_period:
             self._mesh_pass(now)
 
@@ -285,7 +290,7 @@ class Membership:
             self._complete(now, union)
         if self._changed:  # at idle nothing changes: no need to count again
             self._changed = False
-            self.unlisted_pairs = self._count_unlisted(union)
+            self.unlinked_pairs = self._count_unlisted(union)
 
     # -- peer lists and the mesh ----------------------------------------------
 
@@ -343,10 +348,8 @@ class Membership:
         if by_mesh is None:
             return
         self._dialling_mask &= ~self.table.bit(ident)
-        if not linked and ident not in self.by_ident:
-            self._count("dial_failures")
-            if by_mesh:
-                self.mesh.failed(ident, now)
+        if not linked and ident not in self.by_ident and by_mesh:
+            self.mesh.failed(ident, now)
         if self._pending:
             self._complete(now, 0)
 
@@ -357,7 +360,7 @@ class Membership:
         missing_here = union & ~(self.own.current | self.self_bit)
         ours = sum(1 for i in indices(missing_here) if self.table.ident(i) not in self.tombstones)
         members = {s.ident: s.bit for s in self.by_ident.values() if not s.hidden}
-        return ours + self.lists.unlisted_pairs(members)
+        return ours + self.lists.unlinked_pairs(members)
 
     # -- what strategies and the application ask --------------------------------
 
@@ -411,7 +414,7 @@ class Membership:
                 for s in self.by_ident.values()
                 if not s.hidden
             },
-            "unlisted_pairs": self.unlisted_pairs,
+            "unlinked_pairs": self.unlinked_pairs,
             "backing_off": self.mesh.backing_off(),
             "removed": [{"topology": t, "node": i} for t, i, _ in self.tombstones.entries()],
             "list_version": self.own.version,

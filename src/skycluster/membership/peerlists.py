@@ -114,7 +114,7 @@ class PeerLists:
         got = self.received.get(ident)
         return 0 if got is None else got.mask
 
-    def unlisted_pairs(self, members: dict[str, int]) -> int:
+    def unlinked_pairs(self, members: dict[str, int]) -> int:
         """Pairs of our peers (``members``: identity -> bit) that should be linked and
         are not, as their lists say: a pair counts when either side lacks the other."""
         everyone = 0

@@ -15,55 +15,54 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """When a link last received and sent a frame (the driver stamps both), and
+    whether its reading is paused (its bytes wait for us: silence is not death).
+    The node's links are clocks themselves; the simulator uses :class:`LinkClock`."""
+
+    last_received: float
+    last_sent: float
+    reading_paused: bool
 
 
 class LinkClock:
-    """When a link last received and sent a frame; the driver updates both."""
+    __slots__ = ("last_received", "last_sent", "reading_paused")
 
-    __slots__ = ("alive", "hidden", "ident", "last_received", "last_sent", "link", "paused")
-
-    def __init__(self, link: int, ident: str, now: float, *, hidden: bool = False) -> None:
-        self.link = link
-        self.ident = ident
-        self.hidden = hidden
+    def __init__(self, now: float) -> None:
         self.last_received = now
         self.last_sent = now
-        self.paused = False  # we stopped reading it: its bytes wait for us
-        self.alive = True
-
-    def heard(self, now: float) -> None:
-        self.last_received = now
-
-    def sent(self, now: float) -> None:
-        self.last_sent = now
+        self.reading_paused = False
 
 
 @dataclass(slots=True)
 class Due:
     """What a pass found: links silent too long (with their silence) and idle ones."""
 
-    silent: list[tuple[LinkClock, float]] = field(default_factory=list)
-    idle: list[LinkClock] = field(default_factory=list)
+    silent: list[tuple[int, float]] = field(default_factory=list)
+    idle: list[int] = field(default_factory=list)
 
 
 class Heartbeats:
+    """The clocks of a node's links, by the driver's link number (never reused)."""
+
     def __init__(self, interval: float, timeout: float) -> None:
         self.interval = interval
         self.timeout = timeout
-        self.clocks: dict[int, LinkClock] = {}
+        self.clocks: dict[int, Clock] = {}
         self._heap: list[tuple[float, int]] = []  # (when to look, link)
         self._credit = 0.0  # extra silence forgiven: the lag this node measured
         self._credit_until = 0.0
 
-    def add(self, clock: LinkClock) -> None:
-        self.clocks[clock.link] = clock
-        heapq.heappush(self._heap, (clock.last_sent + self.interval, clock.link))
+    def add(self, link: int, clock: Clock, now: float) -> None:
+        clock.last_received = clock.last_sent = now
+        self.clocks[link] = clock
+        heapq.heappush(self._heap, (now + self.interval, link))
 
-    def remove(self, link: int) -> LinkClock | None:
-        clock = self.clocks.pop(link, None)
-        if clock is not None:
-            clock.alive = False  # its heap entry is dropped when it comes up
-        return clock
+    def remove(self, link: int) -> None:
+        self.clocks.pop(link, None)  # its heap entry is dropped when it comes up
 
     def lagged(self, now: float, lag: float) -> None:
         """The loop woke ``lag`` seconds late: forgive that much more silence for a
@@ -81,22 +80,24 @@ class Heartbeats:
         found = Due()
         heap = self._heap
         allowed = self.allowance(now)
+        clocks = self.clocks
+        interval = self.interval
         while heap and heap[0][0] <= now:
             _, link = heapq.heappop(heap)
-            clock = self.clocks.get(link)
+            clock = clocks.get(link)
             if clock is None:
                 continue
-            if clock.paused:
+            if clock.reading_paused:
                 clock.last_received = now
             silence = now - clock.last_received
             if silence > allowed:
-                found.silent.append((clock, silence))
+                found.silent.append((link, silence))
                 continue  # the caller removes it
-            tick_at = clock.last_sent + self.interval
+            tick_at = clock.last_sent + interval
             if tick_at <= now:
-                found.idle.append(clock)
+                found.idle.append(link)
                 clock.last_sent = now
-                tick_at = now + self.interval
+                tick_at = now + interval
             # a hair past the verdict time, so that the next look finds it due
             verdict_at = clock.last_received + allowed + 1e-6
             heapq.heappush(heap, (max(min(verdict_at, tick_at), now + 1e-6), link))

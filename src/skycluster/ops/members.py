@@ -15,9 +15,11 @@ from typing import Any
 
 
 def table(status: Mapping[str, Any], now: float | None = None) -> str:
-    """The view as a text table: the node itself first (marked ``*``), then its peers."""
+    """The view as a text table: the node itself first (marked ``*``), then its peers,
+    each with what its peer list says (LINKS: linked to all the others, or whom it
+    lacks)."""
     now = time.time() if now is None else now
-    rows = [("", "NODE", "ADDRESS", "SINCE", "RTT", "METADATA")]
+    rows = [("", "NODE", "ADDRESS", "SINCE", "RTT", "LINKS", "METADATA")]
     rows.append(
         (
             "*",
@@ -25,9 +27,11 @@ def table(status: Mapping[str, Any], now: float | None = None) -> str:
             str(status.get("address") or "-"),
             _since(status.get("started"), now),
             "-",
+            "-",
             _metadata(status.get("metadata")),
         )
     )
+    members = {str(status.get("node"))} | {str(p.get("node")) for p in status.get("peers", [])}
     for peer in status.get("peers", []):
         rtt = peer.get("rtt")
         rows.append(
@@ -37,6 +41,7 @@ def table(status: Mapping[str, Any], now: float | None = None) -> str:
                 str(peer.get("address") or "-"),
                 _since(peer.get("since"), now),
                 "-" if rtt is None else f"{rtt * 1000:.2f} ms",
+                _links(peer, members),
                 _metadata(peer.get("metadata")),
             )
         )
@@ -45,8 +50,27 @@ def table(status: Mapping[str, Any], now: float | None = None) -> str:
              for row in rows]  # fmt: skip
     peers = len(status.get("peers", []))
     ready = "ready" if status.get("ready") else f"not ready (min_nodes {status.get('min_nodes')})"
-    lines.append(f"{peers} peer{'' if peers == 1 else 's'} linked to {status.get('node')}; {ready}")
+    summary = f"{peers} peer{'' if peers == 1 else 's'} linked to {status.get('node')}; {ready}"
+    unlinked = status.get("unlinked_pairs") or 0
+    if unlinked:
+        pairs = "1 pair should be linked and is not" if unlinked == 1 else (
+            f"{unlinked} pairs should be linked and are not"
+        )
+        summary += f"; {pairs}"
+    lines.append(summary)
     return "\n".join(lines)
+
+
+def _links(peer: Mapping[str, Any], members: set[str]) -> str:
+    """What the peer's list says: "all" the other members, or the ones it lacks."""
+    listed = peer.get("links")
+    if not isinstance(listed, list):
+        return "?"
+    lacking = sorted(members - {str(peer.get("node"))} - {str(n) for n in listed})
+    if not lacking:
+        return "all"
+    shown = ", ".join(lacking[:3]) + (f" +{len(lacking) - 3}" if len(lacking) > 3 else "")
+    return f"lacks {shown}"
 
 
 def _since(epoch: Any, now: float) -> str:

@@ -58,6 +58,7 @@ class Snapshot:
     handshake_failures: dict[str, int]  # reason -> count
     heartbeat_timeouts: int
     loop_stalls: int
+    unlinked_pairs: int  # pairs that should be linked and are not (membership core)
     rtt: Histogram
     bytes: dict[str, int]  # in|out -> count
     frames: dict[str, int]
@@ -147,6 +148,7 @@ class Metrics:
         hidden = sum(1 for link in links if link.peer is not None and link.peer.hidden)
         handshaking = sum(1 for link in list(node.connections) if not link.up)
         traffic = node.traffic
+        unlinked = node.decider.unlinked_pairs if node.decider is not None else 0
         with self._lock:
             rtt = Histogram(self.rtt.bounds)
             rtt.counts, rtt.total = list(self.rtt.counts), self.rtt.total
@@ -154,7 +156,7 @@ class Metrics:
                 members={
                     "up": len(links) - hidden,
                     "hidden": hidden,
-                    "connecting": len(node._dialling),
+                    "connecting": node.dials_in_flight,
                     "handshaking": handshaking,
                 },
                 link_transitions=dict(self.link_transitions),
@@ -162,6 +164,7 @@ class Metrics:
                 handshake_failures=dict(self.handshake_failures),
                 heartbeat_timeouts=self.heartbeat_timeouts,
                 loop_stalls=self.loop_stalls,
+                unlinked_pairs=unlinked,
                 rtt=rtt,
                 bytes={"in": traffic.bytes_in, "out": traffic.bytes_out},
                 frames={"in": traffic.frames_in, "out": traffic.frames_out},
@@ -181,6 +184,7 @@ class Metrics:
             "handshake_failures": s.handshake_failures,
             "heartbeat_timeouts": s.heartbeat_timeouts,
             "loop_stalls": s.loop_stalls,
+            "unlinked_pairs": s.unlinked_pairs,
             "rtt_count": sum(s.rtt.counts),
             "bytes": s.bytes,
             "frames": s.frames,

@@ -110,6 +110,14 @@ class SkyclusterCollector:
             counter = family(CounterMetricFamily, name, doc, [])
             counter.add_metric([node], total)
             yield counter
+        unlinked = family(
+            GaugeMetricFamily,
+            "skycluster_unlinked_pairs",
+            "Pairs of nodes that should be linked and are not, as the peer lists say",
+            [],
+        )
+        unlinked.add_metric([node], s.unlinked_pairs)
+        yield unlinked
         rtt = family(
             HistogramMetricFamily,
             "skycluster_heartbeat_rtt_seconds",

@@ -18,9 +18,12 @@ if TYPE_CHECKING:
 def node_status(node: Node) -> dict[str, Any]:
     """``{"node", "address", "hidden", "metadata", "started", "version", "node_loop", "own_thread",
     "busy_wait", "min_nodes", "ready", "peers": [{"node", "address", "since", "rtt",
-    "last_heard", "metadata", "direction", "links"}], "hidden_peers"}``; times are Unix
-    seconds, rtt, last_heard and busy_wait seconds."""
+    "last_heard", "metadata", "direction", "links"}], "hidden_peers", "unlinked_pairs",
+    "backing_off", "removed"}``; times are Unix seconds, rtt, last_heard and busy_wait
+    seconds."""
     now = time.monotonic()
+    view = node.decider.connectivity() if node.decider is not None else {}
+    linked_to: dict[str, list[str]] = view.get("links", {})
     peers: list[dict[str, Any]] = []
     hidden = 0
     for ident, link in sorted(node.links.items()):
@@ -39,8 +42,8 @@ def node_status(node: Node) -> dict[str, Any]:
                 "last_heard": max(0.0, now - link.last_received),
                 "metadata": dict(peer.metadata),
                 "direction": "out" if link.initiator else "in",
-                # the peers it says it is linked to (its last PEERS frame), when known
-                "links": sorted(node._peer_lists.get(ident, ())),
+                # the nodes it says it is linked to (its peer list), when known
+                "links": linked_to.get(ident, []),
             }
         )
     return {
@@ -57,4 +60,9 @@ def node_status(node: Node) -> dict[str, Any]:
         "ready": len(peers) >= node.settings.min_nodes,
         "peers": peers,
         "hidden_peers": hidden,
+        # pairs that should be linked and are not, as the peer lists say (this node
+        # to a node a peer lists, or two peers whose lists lack each other)
+        "unlinked_pairs": view.get("unlinked_pairs", 0),
+        "backing_off": view.get("backing_off", 0),  # mesh targets whose dials failed
+        "removed": view.get("removed", []),  # [{topology, node}]: strategies' removals
     }

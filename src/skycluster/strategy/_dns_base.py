@@ -102,9 +102,11 @@ class DnsPolling(Strategy):
                     )
                 self._bad_reported = self._bad_targets
                 linked = set(ctx.nodes())
-                gone = [i for i in wanted - desired.keys() if i in linked]
+                # Removed even when not linked right now: the mesh must not link
+                # them again from a peer's older list (docs/membership.md).
+                gone = sorted(wanted - desired.keys())
                 if gone:
-                    ctx.log.info("unlinking nodes DNS no longer names: %s", ", ".join(gone))
+                    ctx.log.info("removing nodes DNS no longer names: %s", ", ".join(gone))
                     await ctx.disconnect(gone)
                 wanted = set(desired)
                 missing = [n for i, n in desired.items() if i not in linked]

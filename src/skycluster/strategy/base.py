@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -66,8 +67,14 @@ class StrategyContext:
         self.port_mapper: PortMapperSettings | None = node.settings.port_mapper
         self.log = logging.getLogger(f"skycluster.strategy.{topology}")
         self._node = node
-        self._connect: ConnectHook = hooks.connect or node.connect
-        self._disconnect: DisconnectHook = hooks.disconnect or _async(node.disconnect)
+        # The node hears which topology asks: a strategy's removal stands until that
+        # strategy lists the node again (docs/membership.md).
+        self._connect: ConnectHook = hooks.connect or functools.partial(
+            node.connect, topology=topology
+        )
+        self._disconnect: DisconnectHook = hooks.disconnect or _async(
+            functools.partial(node.disconnect, topology=topology)
+        )
         self._list: ListHook = hooks.list_nodes or node.nodes
 
     async def connect(self, names: Iterable[NodeName | str]) -> dict[str, bool]:

@@ -518,9 +518,11 @@ class _Run:
             desired = self.desired
             if desired is not None:
                 linked = set(ctx.nodes())
-                gone = [i for i in self.wanted - desired.keys() if i in linked]
+                # Removed even when not linked right now: the mesh must not link
+                # them again from a peer's older list (docs/membership.md).
+                gone = sorted(self.wanted - desired.keys())
                 if gone:
-                    ctx.log.info("unlinking nodes no longer listed: %s", ", ".join(gone))
+                    ctx.log.info("removing nodes no longer listed: %s", ", ".join(gone))
                     await ctx.disconnect(gone)
                 self.wanted = set(desired)
                 missing = [name for ident, name in desired.items() if ident not in linked]
