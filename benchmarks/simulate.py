@@ -32,6 +32,8 @@ from skycluster.membership.simulator import (
 
 
 def progress(done: int, total: int, note: str) -> None:
+    if done != total and done % max(1, total // 100):
+        return  # one line update per percent
     width = 30
     filled = width * done // max(1, total)
     bar = "#" * filled + "." * (width - filled)

@@ -8,7 +8,8 @@ not every link.
 
 Local health (Lifeguard's idea): when the node measures that its own loop ran
 late, the silence it saw is partly its own doing (frames waited unread in the
-socket), so it gives every peer the benefit of the lag for a timeout's length.
+socket), so it gives every peer the benefit of the lag until the frames that
+waited have been read (one interval).
 """
 
 from __future__ import annotations
@@ -65,12 +66,13 @@ class Heartbeats:
         self.clocks.pop(link, None)  # its heap entry is dropped when it comes up
 
     def lagged(self, now: float, lag: float) -> None:
-        """The loop woke ``lag`` seconds late: forgive that much more silence for a
-        timeout's length, until the frames that waited have been read."""
+        """The loop woke ``lag`` seconds late: forgive that much more silence for one
+        interval, long enough to read the frames that waited (a live peer sends one
+        at least every interval); then a link still silent is judged as usual."""
         if now >= self._credit_until:
             self._credit = 0.0
         self._credit = max(self._credit, lag)
-        self._credit_until = now + self.timeout + lag
+        self._credit_until = now + self.interval
 
     def allowance(self, now: float) -> float:
         """Silence allowed before a verdict, now."""
