@@ -111,6 +111,16 @@ def idle(sim: Simulation, seconds: float) -> None:
     )
 
 
+class Reports:
+    """Each run's table, printed as soon as the run ends."""
+
+    def append(self, item: tuple[str, dict[str, str]]) -> None:
+        title, report = item
+        print(f"\n## {title}", flush=True)
+        table(list(report.items()))
+        sys.stdout.flush()
+
+
 def run_reports(args: argparse.Namespace) -> int:
     n = args.nodes
     began = time.monotonic()
@@ -118,7 +128,7 @@ def run_reports(args: argparse.Namespace) -> int:
     def say(what: str) -> None:
         print(f"[{time.monotonic() - began:6.1f} s] {what}", file=sys.stderr, flush=True)
 
-    reports: list[tuple[str, dict[str, str]]] = []
+    reports = Reports()
 
     sim = formation(n, 0.0, args.first, say)
     idle(sim, args.idle)
@@ -162,9 +172,6 @@ def run_reports(args: argparse.Namespace) -> int:
     idle(lossy, args.idle)
     reports.append((f"{n} nodes, 5 % loss", lossy.report))
 
-    for title, report in reports:
-        print(f"\n## {title}")
-        table(list(report.items()))
     say("done")
     return 0
 
