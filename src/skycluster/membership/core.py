@@ -134,11 +134,14 @@ class Membership:
         return self.take()
 
     def next_wakeup(self, now: float) -> float:
-        """When the driver's timer should call :meth:`tick` next."""
-        wake = now + self.settings.step
+        """When the driver's timer should call :meth:`tick` next: when the next link
+        is due, but at most every quarter step (links due close together are handled
+        in one pass, not one wake each) and at least every step (to measure stalls)."""
+        step = self.settings.step
+        wake = now + step
         due = self.heartbeats.next_due()
         if due is not None and due < wake:
-            wake = due
+            wake = max(due, now + step / 4)
         return wake
 
     # -- links ----------------------------------------------------------------
