@@ -166,7 +166,10 @@ async def test_registrations_that_would_clash_are_refused() -> None:
 
 def test_the_layers_take_separate_ranges_of_the_one_table() -> None:
     ranges = [
-        frame_types.LINK, frame_types.MESSAGING, frame_types.OPERATIONS, frame_types.MEMBERSHIP
+        frame_types.LINK,
+        frame_types.MESSAGING,
+        frame_types.OPERATIONS,
+        frame_types.MEMBERSHIP,
     ]
     for first, second in itertools.pairwise(ranges):
         assert first.stop <= second.start

@@ -126,7 +126,10 @@ async def test_a_shared_node_runs_on_the_applications_loop() -> None:
         for sender in "bc":
             assert [seq for who, seq in got if who == sender] == list(range(2000))
         subs = [node.pubsub.subscribe("t") for node in (a, b, c)]
-        await eventually(lambda: len(c.nodes()) == 2, "c linked to b through a's mesh")
+        # b broadcasts to the nodes *it* is linked to: wait until every side sees the mesh
+        await eventually(
+            lambda: all(len(n.nodes()) == 2 for n in (a, b, c)), "c linked to b through a's mesh"
+        )
         await b.pubsub.broadcast("t", "hello")
         assert [await sub.get() for sub in subs] == ["hello"] * 3
         mailbox = b.register("echo")
