@@ -23,6 +23,9 @@ event                         measurements             metadata
 ``link.up``                                            ``peer``, ``address``, ``hidden``,
                                                        ``metadata``, ``direction``
 ``link.down``                 ``duration`` (s linked)  ``peer``, ``reason``, ``hidden``
+``link.flap``                 ``lasted`` (s linked),   ``peer``, ``reason``, ``flaps`` (in a row)
+                              ``retry_in`` (s)
+``link.steady``                                        ``peer``, ``flaps``
 ``heartbeat.timeout``         ``silence`` (s)          ``peer``
 ``heartbeat.rtt``             ``rtt`` (s)              ``peer``
 ``loop.stall``                ``seconds``              ``shared`` (node_loop="shared")
@@ -40,6 +43,9 @@ event                         measurements             metadata
 ``other``. ``connect.error`` reasons: ``refused`` (the peer refused the link:
 ``refused_auth`` and so on), ``unreachable``, ``timeout``, ``handshake``.
 ``link.down`` reasons are those of :class:`~skycluster.events.DownReason`.
+``link.flap``: a mesh member's link went down (``connection_closed`` or
+``heartbeat_timeout``) less than 30 s after it came up; it is dialled again with
+a growing wait. ``link.steady``: a peer that flapped kept its link for 30 s.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ EVENTS: tuple[str, ...] = (
     "disconnect.error",
     "link.up",
     "link.down",
+    "link.flap",
+    "link.steady",
     "heartbeat.timeout",
     "heartbeat.rtt",
     "loop.stall",

@@ -11,6 +11,8 @@ from skycluster.membership import Membership, MembershipSettings
 from skycluster.membership.actions import (
     CloseLink,
     Dial,
+    LinkFlapped,
+    LinkSteady,
     LoopStalled,
     PublishDown,
     PublishUp,
@@ -18,6 +20,7 @@ from skycluster.membership.actions import (
     SendPeers,
     SendTick,
 )
+from skycluster.membership.flaps import Flaps
 from skycluster.membership.names import NameTable, indices
 from skycluster.membership.peerlists import OwnList, PeerLists, PeerListUpdate
 from skycluster.membership.tombstones import Tombstones
@@ -278,6 +281,71 @@ def test_a_link_that_flaps_is_dialled_again_later_each_time() -> None:
         holds.append(retry.due - now)
         c.dialling["c@h"] = True  # as if the mesh dialled it again
     assert holds == sorted(holds) and holds[-1] > holds[0]
+
+
+def test_a_flapping_peer_is_counted_every_time_and_reported_once_until_steady() -> None:
+    c = core(stable_after=30.0)
+    flapped: list[LinkFlapped] = []
+    now = 0.0
+    for link in range(1, 5):  # up for 2 s, then down: a flap each time
+        assert c.link_up(now, link, "b@h", "b@h", link)
+        now += 2.0
+        if link % 2:
+            c.link_down(now, link, "connection_closed")
+        else:  # silent: the heartbeat verdict closes it (the 2 s count from its last frame)
+            c.heard(link, now - 3.5)
+            c.tick(now)
+        flapped += [a for a in c.take() if isinstance(a, LinkFlapped)]
+    assert [(f.flaps, f.reason) for f in flapped] == [
+        (1, "connection_closed"),
+        (2, "heartbeat_timeout"),
+        (3, "connection_closed"),
+        (4, "heartbeat_timeout"),
+    ]
+    assert all(f.ident == "b@h" and f.lasted < 30.0 for f in flapped)
+    assert [f.retry_in for f in flapped] == sorted(f.retry_in for f in flapped)
+    assert c.counters.get("link_flaps") == 4
+    assert c.connectivity()["flapping"] == {"b@h": 4}
+    # the link holds for stable_after: steady again, said once, forgotten
+    assert c.link_up(now, 9, "b@h", "b@h", 9)
+    steady = []
+    while now < 40.0:
+        now += 0.5
+        c.heard(9, now)
+        c.tick(now)
+        steady += [a for a in c.take() if isinstance(a, LinkSteady)]
+    assert steady == [LinkSteady("b@h", 4)]
+    assert c.connectivity()["flapping"] == {}
+    # a long-lived link that goes down is no flap; a later short one starts a new run
+    c.link_down(now, 9, "connection_closed")
+    assert not [a for a in c.take() if isinstance(a, LinkFlapped)]
+    assert c.link_up(now, 10, "b@h", "b@h", 10)
+    c.link_down(now + 1.0, 10, "connection_closed")
+    assert [a.flaps for a in c.take() if isinstance(a, LinkFlapped)] == [1]
+
+
+def test_hidden_links_disconnects_and_goodbyes_are_no_flaps() -> None:
+    c = core()
+    assert c.link_up(0.0, 1, "tool@h", "tool@h", 1, hidden=True)
+    c.link_down(1.0, 1, "connection_closed")
+    linked(c, 2, "b@h", now=1.0)
+    assert c.disconnect(2.0, "b@h")
+    linked(c, 3, "x@h", now=2.0)
+    assert c.disconnect(3.0, "x@h", "k8s")
+    linked(c, 4, "c@h", now=3.0)
+    c.link_down(4.0, 4, "shutdown")  # a goodbye: the peer stopped
+    assert not [a for a in c.take() if isinstance(a, LinkFlapped)]
+    assert c.counters.get("link_flaps") == 0
+
+
+def test_flapping_peers_are_bounded_oldest_flap_first() -> None:
+    f = Flaps(stable_after=30.0, limit=2)
+    for i, ident in enumerate(["a@h", "b@h", "c@h"]):
+        assert f.went_down(ident, float(i), lasted=1.0) == 1
+    assert f.counts() == {"b@h": 1, "c@h": 1}
+    assert f.went_down("b@h", 5.0, lasted=1.0) == 2  # b flapped last now: a new one drops c
+    assert f.went_down("d@h", 6.0, lasted=1.0) == 1
+    assert f.counts() == {"b@h": 2, "d@h": 1}
 
 
 # -- removals (tombstones) --------------------------------------------------------

@@ -64,6 +64,36 @@ class LoopStalled:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class LinkFlapped:
+    """A link went down ``lasted`` seconds after it came up (less than ``stable_after``):
+    the ``flaps``-th in a row for this peer (1: the first, the one worth a log line);
+    the mesh dials it again in ``retry_in`` seconds at the earliest."""
+
+    ident: str
+    reason: str
+    lasted: float
+    retry_in: float
+    flaps: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSteady:
+    """A peer that flapped ``flaps`` times has kept its link for ``stable_after``."""
+
+    ident: str
+    flaps: int
+
+
 Action = (
-    Dial | CloseLink | SendTick | SendPeers | RequestPeers | PublishUp | PublishDown | LoopStalled
+    Dial
+    | CloseLink
+    | SendTick
+    | SendPeers
+    | RequestPeers
+    | PublishUp
+    | PublishDown
+    | LoopStalled
+    | LinkFlapped
+    | LinkSteady
 )

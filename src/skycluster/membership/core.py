@@ -24,6 +24,8 @@ from skycluster.membership.actions import (
     Action,
     CloseLink,
     Dial,
+    LinkFlapped,
+    LinkSteady,
     LoopStalled,
     PublishDown,
     PublishUp,
@@ -32,6 +34,7 @@ from skycluster.membership.actions import (
     SendTick,
 )
 from skycluster.membership.arbitration import Arrival
+from skycluster.membership.flaps import Flaps
 from skycluster.membership.inputs import (
     DialEnded,
     FrameReceived,
@@ -53,6 +56,7 @@ from skycluster.membership.tombstones import Tombstones
 from skycluster.membership.verdicts import Clock, Heartbeats, LinkClock
 
 _HOLD_PERIODS = 3  # after a link goes down, peers list it until they hear: wait for them
+_FLAP_REASONS = ("connection_closed", "heartbeat_timeout")  # a link lost, not a goodbye
 
 
 @dataclass(slots=True)
@@ -88,6 +92,7 @@ class Membership:
             settings.retry_initial, settings.retry_max, settings.stable_after, self.random
         )
         self.tombstones = Tombstones(settings.max_tombstones)
+        self.flaps = Flaps(settings.stable_after, settings.max_flapping)
         self.links: dict[int, LinkState] = {}
         self.by_ident: dict[str, LinkState] = {}
         self.accepting: dict[str, int] = {}  # ident -> creation, handshakes we admitted
@@ -223,8 +228,7 @@ class Membership:
         if state is None:
             return  # the core closed it already (and said why)
         self._remove(state, reason)
-        if not state.hidden:
-            self.mesh.unlinked(state.ident, now, _HOLD_PERIODS * self.settings.mesh_period)
+        self._lost(state, now, reason)
 
     def heard(self, link: int, now: float) -> None:
         state = self.links.get(link)
@@ -255,6 +259,24 @@ class Membership:
             self._act(PublishDown(state.ident, state.link, reason))
             self._count(f"links_down_{reason}")
 
+    def _lost(self, state: LinkState, now: float, reason: str) -> None:
+        """A mesh member's link went down on its own (closed or silent): the mesh
+        dials it again after a hold, longer after each flap; flaps are counted and
+        the first of a run is reported."""
+        if state.hidden:
+            return
+        lasted = now - state.since
+        wait = self.mesh.unlinked(state.ident, now, self._hold(), lasted)
+        if reason not in _FLAP_REASONS:  # a goodbye: the peer stopped or dropped us
+            return
+        flaps = self.flaps.went_down(state.ident, now, lasted)
+        if flaps:
+            self._count("link_flaps")
+            self._act(LinkFlapped(state.ident, reason, lasted, wait, flaps))
+
+    def _hold(self) -> float:
+        return _HOLD_PERIODS * self.settings.mesh_period
+
     # -- time -----------------------------------------------------------------
 
     def tick(self, now: float, lag: float = 0.0) -> None:
@@ -270,8 +292,7 @@ class Membership:
             self._count("heartbeat_timeouts")
             self._act(CloseLink(link, state.ident, "heartbeat_timeout", silence))
             self._remove(state, "heartbeat_timeout")
-            if not state.hidden:
-                self.mesh.unlinked(state.ident, now, _HOLD_PERIODS * self.settings.mesh_period)
+            self._lost(state, now, "heartbeat_timeout")
         for link in due.idle:
             self._act(SendTick(link))
         if now - self._last_mesh >= self.settings.mesh_period:
@@ -291,6 +312,8 @@ class Membership:
         self.mesh.prune(now, lambda ident: bool(union >> table.index(ident) & 1))
         if self.settings.full_mesh:
             self._complete(now, union)
+        for ident, flaps in self.flaps.steady(now, self._linked_since):
+            self._act(LinkSteady(ident, flaps))
         if self._changed:  # at idle nothing changes: no need to count again
             self._changed = False
             self.unlinked_pairs = self._count_unlisted(union)
@@ -356,6 +379,10 @@ class Membership:
         if self._pending:
             self._complete(now, 0)
 
+    def _linked_since(self, ident: str) -> float | None:
+        state = self.by_ident.get(ident)
+        return None if state is None else state.since
+
     def _count_unlisted(self, union: int) -> int:
         """Pairs that should be linked and are not, as far as this node can tell: a
         node some peer lists that we are not linked to (and did not remove), plus
@@ -392,6 +419,7 @@ class Membership:
         if topology is not None:
             self.tombstones.bury(topology, ident, now)
             self.mesh.forget(ident)
+            self.flaps.forget(ident)
             self._explicit.discard(ident)  # a dial under way no longer links it
         state = self.by_ident.get(ident)
         if state is None:
@@ -399,7 +427,7 @@ class Membership:
         self._act(CloseLink(state.link, ident, "disconnect"))
         self._remove(state, "disconnect")
         if not state.hidden and topology is None:
-            self.mesh.unlinked(ident, now, _HOLD_PERIODS * self.settings.mesh_period)
+            self.mesh.unlinked(ident, now, self._hold(), now - state.since)
         return True
 
     # -- what /status shows ---------------------------------------------------
@@ -419,6 +447,7 @@ class Membership:
             },
             "unlinked_pairs": self.unlinked_pairs,
             "backing_off": self.mesh.backing_off(),
+            "flapping": self.flaps.counts(),
             "removed": [{"topology": t, "node": i} for t, i, _ in self.tombstones.entries()],
             "list_version": self.own.version,
         }
@@ -431,6 +460,7 @@ class Membership:
             "dialling": len(self.dialling),
             "retries": len(self.mesh.retries),
             "tombstones": len(self.tombstones),
+            "flapping": len(self.flaps),
             "lists": len(self.lists.received),
             "heap": self.heartbeats.entries,
         }

@@ -25,6 +25,8 @@ from skycluster.events import DownReason, NodeDown, NodeUp
 from skycluster.membership.actions import (
     CloseLink,
     Dial,
+    LinkFlapped,
+    LinkSteady,
     LoopStalled,
     PublishDown,
     PublishUp,
@@ -246,6 +248,16 @@ class MembershipDriver:
                 # were late too, and peers may have reported us down meanwhile.
                 stall = {"seconds": action.seconds}
                 node.emit("loop.stall", stall, shared=node.settings.shared_loop)
+            elif isinstance(action, LinkFlapped):
+                node.emit(
+                    "link.flap",
+                    {"lasted": action.lasted, "retry_in": action.retry_in},
+                    peer=action.ident,
+                    reason=action.reason,
+                    flaps=action.flaps,
+                )
+            elif isinstance(action, LinkSteady):
+                node.emit("link.steady", {}, peer=action.ident, flaps=action.flaps)
 
     def _encode(self, update: PeerListUpdate) -> bytes:
         if self._encoded is not None and self._encoded[0] is update:

@@ -62,14 +62,17 @@ class Mesh:
         if retry is not None:
             retry.linked_since = now
 
-    def unlinked(self, ident: str, now: float, hold: float) -> None:
-        """The link went down: wait ``hold`` at least (peers still list it until they
-        hear), longer each time when the link was short-lived (a flap)."""
+    def unlinked(self, ident: str, now: float, hold: float, lasted: float) -> float:
+        """The link went down after ``lasted`` seconds: wait ``hold`` at least (peers
+        still list it until they hear), longer each time when the link was short-lived
+        (a flap). Returns the wait."""
         retry = self._record(ident)
-        since, retry.linked_since = retry.linked_since, None
-        if since is not None and now - since >= self.stable_after:
+        retry.linked_since = None
+        if lasted >= self.stable_after:
             retry.backoff.reset()
-        retry.due = now + max(hold, retry.backoff.next())
+        wait = max(hold, retry.backoff.next())
+        retry.due = now + wait
+        return wait
 
     def forget(self, ident: str) -> None:
         self.retries.pop(ident, None)

@@ -17,6 +17,7 @@ class MembershipSettings:
     stable_after: float = 30.0  # a link that lived this long was no flap
     max_mesh_dials: int = 64  # mesh dials in flight at once (no dial storm)
     max_tombstones: int = 4096  # removed nodes remembered (oldest forgotten first)
+    max_flapping: int = 4096  # flapping peers remembered (oldest flap forgotten first)
     max_peer_names: int = 4096  # names taken from one peer's list
 
     @property

@@ -65,6 +65,12 @@ class MembershipLog:
                 self._left[str(peer)] = time.monotonic()
                 if len(self._left) > 4096:
                     self._left.pop(next(iter(self._left)))
+        elif event == "link.flap":
+            self._flap(str(peer), m, md, extra)
+        elif event == "link.steady":
+            log.info(
+                "link to %s is steady again after %s flaps", peer, md.get("flaps"), extra=extra
+            )
         elif event == "heartbeat.timeout":
             log.warning(
                 "node %s missed heartbeats for %.1f s", peer, m.get("silence", 0.0), extra=extra
@@ -107,6 +113,32 @@ class MembershipLog:
             )
         elif event == "disconnect.ok":
             log.debug("disconnected from %s", peer, extra=extra)
+
+    def _flap(self, peer: str, m: Measurements, md: Metadata, extra: dict[str, Any]) -> None:
+        # One line per flapping peer (the core reports its first flap), saying what
+        # to look at; later flaps are counted (metric skycluster_link_flaps) only.
+        if md.get("flaps") != 1:
+            log.debug("link to %s flapped again (%s in a row)", peer, md.get("flaps"), extra=extra)
+            return
+        look = (
+            "it went silent: the load on either host, a stalled event loop there, or "
+            "packets lost between them (a firewall dropping one direction)"
+            if md.get("reason") == "heartbeat_timeout"
+            else "it closed the link: its log (a restart loop, two processes with one "
+            "name, a refused link), or something between them cutting connections"
+        )
+        log.warning(
+            "link to %s flaps: down (%s) %.1f s after it came up; it is linked again "
+            "after a wait that grows with each flap (next in %.1f s), and further flaps "
+            "are only counted (skycluster_link_flaps, /status flapping) until it holds "
+            "for 30 s. Look at %s",
+            peer,
+            md.get("reason"),
+            m.get("lasted", 0.0),
+            m.get("retry_in", 0.0),
+            look,
+            extra=extra,
+        )
 
     def _connect_failed(self, peer: str, md: Metadata, extra: dict[str, Any]) -> None:
         # An unreachable host is retried every few seconds: log a change of reason,

@@ -58,6 +58,7 @@ class Snapshot:
     handshake_failures: dict[str, int]  # reason -> count
     heartbeat_timeouts: int
     loop_stalls: int
+    link_flaps: int  # links that went down soon after they came up
     unlinked_pairs: int  # pairs that should be linked and are not (membership core)
     rtt: Histogram
     bytes: dict[str, int]  # in|out -> count
@@ -80,6 +81,7 @@ class Metrics:
         self.handshake_failures: Counter[str] = Counter()
         self.heartbeat_timeouts = 0
         self.loop_stalls = 0
+        self.link_flaps = 0
         self.rtt = Histogram(RTT_BUCKETS)
         self.gossip_dropped: Counter[str] = Counter()
         self.strategy_polls: Counter[str] = Counter()
@@ -92,6 +94,7 @@ class Metrics:
             "handshake.rejected": self._handshake,
             "heartbeat.timeout": self._timeout,
             "loop.stall": self._stall,
+            "link.flap": self._flap,
             "heartbeat.rtt": self._rtt,
             "gossip.dropped": self._gossip,
             "strategy.poll": self._poll,
@@ -130,6 +133,9 @@ class Metrics:
     def _stall(self, m: Measurements, md: Metadata) -> None:
         self.loop_stalls += 1
 
+    def _flap(self, m: Measurements, md: Metadata) -> None:
+        self.link_flaps += 1
+
     def _rtt(self, m: Measurements, md: Metadata) -> None:
         self.rtt.observe(float(m.get("rtt", 0.0)))
 
@@ -164,6 +170,7 @@ class Metrics:
                 handshake_failures=dict(self.handshake_failures),
                 heartbeat_timeouts=self.heartbeat_timeouts,
                 loop_stalls=self.loop_stalls,
+                link_flaps=self.link_flaps,
                 unlinked_pairs=unlinked,
                 rtt=rtt,
                 bytes={"in": traffic.bytes_in, "out": traffic.bytes_out},
@@ -184,6 +191,7 @@ class Metrics:
             "handshake_failures": s.handshake_failures,
             "heartbeat_timeouts": s.heartbeat_timeouts,
             "loop_stalls": s.loop_stalls,
+            "link_flaps": s.link_flaps,
             "unlinked_pairs": s.unlinked_pairs,
             "rtt_count": sum(s.rtt.counts),
             "bytes": s.bytes,

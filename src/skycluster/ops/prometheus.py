@@ -25,6 +25,7 @@ class MetricsSource(Protocol):
 
     def metrics_snapshot(self) -> Snapshot | None: ...
 
+
 INSTALL_HINT = (
     "Prometheus metrics need the prometheus-client package: pip install 'skycluster[metrics]'\n"
 )
@@ -100,6 +101,12 @@ class SkyclusterCollector:
                 "skycluster_loop_stalls",
                 s.loop_stalls,
                 "Times the node's event loop ran nothing for a heartbeat interval or more",
+            ),
+            (
+                "skycluster_link_flaps",
+                s.link_flaps,
+                "Links that went down less than 30 s after they came up (each dialled "
+                "again after a growing wait)",
             ),
             (
                 "skycluster_subscriber_overflows",

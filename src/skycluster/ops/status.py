@@ -19,7 +19,7 @@ def node_status(node: Node) -> dict[str, Any]:
     """``{"node", "address", "hidden", "metadata", "started", "version", "node_loop", "own_thread",
     "busy_wait", "min_nodes", "ready", "peers": [{"node", "address", "since", "rtt",
     "last_heard", "metadata", "direction", "links"}], "hidden_peers", "unlinked_pairs",
-    "backing_off", "removed"}``; times are Unix seconds, rtt, last_heard and busy_wait
+    "backing_off", "flapping", "removed"}``; times are Unix seconds, rtt, last_heard and busy_wait
     seconds."""
     now = time.monotonic()
     view = node.decider.connectivity() if node.decider is not None else {}
@@ -64,5 +64,7 @@ def node_status(node: Node) -> dict[str, Any]:
         # to a node a peer lists, or two peers whose lists lack each other)
         "unlinked_pairs": view.get("unlinked_pairs", 0),
         "backing_off": view.get("backing_off", 0),  # mesh targets whose dials failed
+        # peers whose links went down soon after coming up: {node: flaps in a row}
+        "flapping": view.get("flapping", {}),
         "removed": view.get("removed", []),  # [{topology, node}]: strategies' removals
     }
