@@ -424,6 +424,56 @@ def test_pairs_that_should_be_linked_and_are_not_are_counted() -> None:
     assert c.unlinked_pairs == 2
 
 
+# -- names ------------------------------------------------------------------------
+
+
+def test_names_that_came_and_went_are_forgotten_and_their_indices_reused() -> None:
+    c = core()
+    linked(c, 1, "b@h")
+    c.disconnect(0.0, "gone@h", "k8s")  # a strategy removed it: kept (tombstone)
+    c.connect(0.0, "wanted@h", "wanted@h:7", "k8s")  # a strategy wants it: kept
+    now = 0.0
+    for round_ in range(40):  # b's peers come and go: 50 new names each time
+        names = [f"p{round_}-{i}@h" for i in range(50)]
+        c.peers_received(now, 1, full(c, names, version=round_))
+        now += 1.0
+        c.heard(1, now)
+        c.tick(now)
+        while dials := [a for a in c.take() if isinstance(a, Dial) and a.ident != "wanted@h"]:
+            for dial in dials:  # every mesh dial fails
+                c.dial_ended(now, dial.ident, linked=False)
+        assert len(c.table) <= 2 * 256 + 50  # bounded: about twice the names in use
+    assert c.counters.get("names_forgotten") > 1000
+    kept = {"a@h", "b@h", "wanted@h"} | {f"p39-{i}@h" for i in range(50)}
+    assert [ident for ident in kept if c.table.find(ident) is None] == []
+    assert c.table.find("p0-0@h") is None
+    assert c.table.dial_name(c.table.index("wanted@h")) == "wanted@h:7"
+    # masks read back the names they were made of, indices reused or not
+    assert c.connectivity()["links"]["b@h"] == sorted(f"p39-{i}@h" for i in range(50))
+    assert c.admit(now, "gone@h", 3) == "removed"
+
+
+def test_a_shared_table_is_never_swept() -> None:
+    table = NameTable()
+    c = Membership(ME, MembershipSettings(), table=table, random=lambda: 0.0)
+    for i in range(600):
+        table.index(f"n{i}@h")
+    for t in range(1, 4):
+        c.tick(float(t))
+    assert len(table) == 601
+
+
+def test_name_table_reuses_the_lowest_free_index() -> None:
+    t = NameTable()
+    for ident in ("a", "b", "c", "d", "e"):
+        t.index(ident, f"{ident}:1")
+    assert t.retain(t.mask(["a", "d"])) == 3
+    assert len(t) == 2 and t.find("b") is None and t.find("e") is None
+    assert t.index("x") == 1 and t.dial_name(1) == "x"
+    assert t.index("y") == 2 and t.index("z") == 4  # e's slot was trimmed from the end
+    assert t.idents(t.mask(["a", "x", "y", "d", "z"])) == ["a", "x", "y", "d", "z"]
+
+
 # -- pure pieces ------------------------------------------------------------------
 
 

@@ -56,6 +56,7 @@ from skycluster.membership.tombstones import Tombstones
 from skycluster.membership.verdicts import Clock, Heartbeats, LinkClock
 
 _HOLD_PERIODS = 3  # after a link goes down, peers list it until they hear: wait for them
+_SWEEP_MIN = 256  # names a table holds before unused ones are forgotten
 _FLAP_REASONS = ("connection_closed", "heartbeat_timeout")  # a link lost, not a goodbye
 
 
@@ -82,7 +83,9 @@ class Membership:
     ) -> None:
         self.ident = ident
         self.settings = settings = settings or MembershipSettings()
+        self._owns_table = table is None  # a shared table (a simulator's) is never swept
         self.table = table if table is not None else NameTable()
+        self._sweep_at = _SWEEP_MIN  # forget unused names once the table holds this many
         self.random = random or _random.Random().random
         self.self_bit = self.table.bit(ident)
         self.heartbeats = Heartbeats(settings.heartbeat_interval, settings.heartbeat_timeout)
@@ -302,6 +305,9 @@ class Membership:
         self._last_mesh = now
         if self.settings.hidden:
             return
+        self._pending &= self.lists.union()  # no live peer lists them any more: no target
+        if self._owns_table and len(self.table) >= self._sweep_at:
+            self._forget_names()  # before the commit: its change names what it removed
         update = self.own.commit()
         if update is not None:
             for state in self.links.values():
@@ -309,7 +315,7 @@ class Membership:
                     self._act(SendPeers(state.link, update))
         union = self.lists.union()
         table = self.table
-        self.mesh.prune(now, lambda ident: bool(union >> table.index(ident) & 1))
+        self.mesh.prune(now, lambda ident: _listed(union, table.find(ident)))
         if self.settings.full_mesh:
             self._complete(now, union)
         for ident, flaps in self.flaps.steady(now, self._linked_since):
@@ -378,6 +384,35 @@ class Membership:
             self.mesh.failed(ident, now)
         if self._pending:
             self._complete(now, 0)
+
+    def _forget_names(self) -> None:
+        """Forget the names no mask and no record holds (nodes that came and went),
+        so the table and the masks stay as large as the names in use. Amortized:
+        runs again once the table has doubled."""
+        keep = (
+            self.self_bit
+            | self.own.current
+            | self.own.told
+            | self.lists.union()
+            | self._dialling_mask
+            | self._pending
+        )
+        find = self.table.find
+        for idents in (
+            self.tombstones.idents(),  # removed: stays refused whoever lists it
+            self._explicit,  # wanted by a strategy or the application
+            self.mesh.retries,
+            self.accepting,
+            self.dialling,
+        ):
+            for ident in idents:
+                i = find(ident)
+                if i is not None:
+                    keep |= 1 << i
+        forgotten = self.table.retain(keep)
+        if forgotten:
+            self.counters.add("names_forgotten", forgotten)
+        self._sweep_at = max(_SWEEP_MIN, 2 * len(self.table))
 
     def _linked_since(self, ident: str) -> float | None:
         state = self.by_ident.get(ident)
@@ -463,6 +498,7 @@ class Membership:
             "flapping": len(self.flaps),
             "lists": len(self.lists.received),
             "heap": self.heartbeats.entries,
+            "names": len(self.table),
         }
 
     # -- helpers --------------------------------------------------------------
@@ -472,6 +508,10 @@ class Membership:
 
     def _count(self, key: str) -> None:
         self.counters.add(key)
+
+
+def _listed(mask: int, index: int | None) -> bool:
+    return index is not None and bool(mask >> index & 1)
 
 
 def _identity(name: str) -> str:

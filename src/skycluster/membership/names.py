@@ -3,34 +3,64 @@
 A peer list of a thousand names is one integer: unions, differences and counts
 are a few machine words per name instead of a hash set per peer. One table per
 node (a simulator may share one among its nodes: it only interns names).
+
+Names come and go (pods get new addresses): the owner of a table forgets the
+names no mask of its holds any more (:meth:`NameTable.retain`), and their
+indices are used again, lowest first, so masks stay as short as the names in use.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator
 
 
 class NameTable:
     """Identity <-> index, plus the latest name text to dial (``name@host:port``)."""
 
-    __slots__ = ("_dial", "_idents", "_index")
+    __slots__ = ("_dial", "_free", "_idents", "_index")
 
     def __init__(self) -> None:
         self._index: dict[str, int] = {}
-        self._idents: list[str] = []
+        self._idents: list[str] = []  # "" where an index is free
         self._dial: list[str] = []
+        self._free: list[int] = []  # a heap of free indices
 
     def index(self, ident: str, dial: str | None = None) -> int:
         """The index of ``ident``; ``dial`` (with a port hint) replaces the name to dial."""
         i = self._index.get(ident)
         if i is None:
-            i = len(self._idents)
+            if self._free:
+                i = heapq.heappop(self._free)
+                self._idents[i] = ident
+                self._dial[i] = dial or ident
+            else:
+                i = len(self._idents)
+                self._idents.append(ident)
+                self._dial.append(dial or ident)
             self._index[ident] = i
-            self._idents.append(ident)
-            self._dial.append(dial or ident)
         elif dial is not None and dial != ident:
             self._dial[i] = dial
         return i
+
+    def find(self, ident: str) -> int | None:
+        """The index of ``ident`` if it has one (never adds it)."""
+        return self._index.get(ident)
+
+    def retain(self, keep: int) -> int:
+        """Forget every name whose bit is not in ``keep``; how many were forgotten.
+        Their indices are given to new names, so no mask may hold them any more."""
+        gone = [(ident, i) for ident, i in self._index.items() if not keep >> i & 1]
+        for ident, i in gone:
+            del self._index[ident]
+            self._idents[i] = self._dial[i] = ""
+        while self._idents and not self._idents[-1]:  # shrink from the end
+            self._idents.pop()
+            self._dial.pop()
+        if gone:
+            self._free = [i for i, ident in enumerate(self._idents) if not ident]
+            heapq.heapify(self._free)
+        return len(gone)
 
     def bit(self, ident: str) -> int:
         return 1 << self.index(ident)
@@ -54,7 +84,7 @@ class NameTable:
         return [self._dial[i] for i in indices(mask)]
 
     def __len__(self) -> int:
-        return len(self._idents)
+        return len(self._index)
 
 
 def indices(mask: int) -> Iterator[int]:
