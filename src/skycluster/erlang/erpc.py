@@ -132,6 +132,8 @@ class Erpc:
             return [Outgoing(node, _spawn_reply(req_id, caller, 0, NOTSUP))], None
         if link:  # a Python job cannot hold a link; erpc never asks for one
             return [Outgoing(node, _spawn_reply(req_id, caller, 0, BADOPT))], None
+        if len(args) != (4 if call else 3):
+            raise BadControl(f"erpc's {mfa[1]} with {len(args)} arguments")
         ref, (module, function, fargs) = (args[0], args[1:]) if call else (None, args)
         if not (isinstance(module, Atom) and isinstance(function, Atom)):
             raise BadControl(f"an erpc call of {module!r}:{function!r}")

@@ -160,7 +160,7 @@ class Processes:
         """One control message (and payload) from the link to ``peer``."""
         try:
             return self._receive(message)
-        except BadControl as exc:
+        except (BadControl, ValueError, TypeError, IndexError) as exc:  # a term of the wrong shape
             return [Dropped("erlang_bad_control", f"from {peer}: {exc}")]
 
     def _receive(self, message: DistMessage) -> list[Effect]:
