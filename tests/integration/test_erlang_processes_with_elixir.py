@@ -69,7 +69,8 @@ IO.puts(:stderr, "members #{{length(members)}} #{{inspect(Enum.map(members, &nod
 ref = Process.monitor({{:jobs, py}})
 send({{:jobs, py}}, :close_yourself)
 receive do
-  {{:DOWN, ^ref, :process, obj, why}} -> IO.puts(:stderr, "down #{{inspect(obj)}} #{{inspect(why)}}")
+  {{:DOWN, ^ref, :process, obj, why}} ->
+    IO.puts(:stderr, "down #{{inspect(obj)}} #{{inspect(why)}}")
 after
   10_000 -> IO.puts(:stderr, "no down")
 end
