@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 LOOPBACK = "127.0.0.1"
 COOKIE = "integration-cookie-7f3a9c21e4"
 # How long a test waits for something that should happen (a liveness bound, not a timing claim).
-WITHIN = 10.0
+WITHIN = 30.0
 
 Event = dict[str, Any]
 Predicate = Callable[[Event], bool]
