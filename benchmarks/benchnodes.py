@@ -4,7 +4,9 @@ Starts `skycluster agent --json` processes or `erl` nodes running
 ``erlang/skybench.erl`` (both print the same JSON lines: started, nodeup,
 nodedown), reads their events from stdout, and ends every process it started
 (``stop_all_children``), descendants included. Loopback (127.0.0.1) only.
-Used by membership.py and scale.py.
+Used by membership.py and scale.py, which share the driver at the end: the
+options both take, the loop over sizes and sides within a time budget, the
+machine header and the side-by-side table.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -38,6 +41,10 @@ except ImportError:  # pragma: no cover - depends on the environment
 HOST = "127.0.0.1"
 HERE = Path(__file__).resolve().parent
 ERLANG_SRC = HERE / "erlang" / "skybench.erl"
+# Many Erlang nodes share this host's cores: one scheduler each, and none busy
+# waiting (by default each VM runs a scheduler per core that spins after work,
+# and a hundred of them starve each other into tick timeouts).
+ERL_SHARED_HOST_FLAGS = ("+S", "1", "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none")
 PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range: no clash with client sockets
 MIB = 1024 * 1024
 
@@ -365,7 +372,8 @@ class Erlang(Impl):
         self.cookie = secrets.token_hex(12)
         self.ticktime: int = args.erl_net_ticktime
         self.intensity: int = args.erl_net_tickintensity
-        self.extra: list[str] = args.erl_flag or []
+        vm = [] if args.erl_vm_defaults else list(ERL_SHARED_HOST_FLAGS)
+        self.extra: list[str] = vm + (args.erl_flag or [])
         self.retry: float = args.retry_interval
         self.ebin: Path | None = None
         self.epmd_port = 0
@@ -486,6 +494,7 @@ class Erlang(Impl):
     def describe(self) -> str:
         return (
             f"erl + global (connect_all), seeds retried every {self.retry:g} s, {self.tick_note()}"
+            + (f"; erl {' '.join(self.extra)}" if self.extra else "")
         )
 
 
@@ -706,3 +715,193 @@ def signals_raise() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------- the driver
+
+Result = dict[str, Any]  # {"impl", "n", "metrics", "samples", "errors"} (+ "wall_s")
+Row = tuple[str, str, str]  # metric key, label, format
+
+
+def progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def new_result(impl: Impl, n: int, *errors: str) -> Result:
+    return {"impl": impl.name, "n": n, "metrics": {}, "samples": {}, "errors": list(errors)}
+
+
+def add_common_options(p: argparse.ArgumentParser, *, settle: float, max_seconds: float) -> None:
+    """The options both benchmarks take: sides, timing of both, Erlang's flags, budget."""
+    p.add_argument("--impls", default="skycluster,erlang", help="which sides to run")
+    p.add_argument("--json", type=Path, help="also write all figures and samples here")
+    p.add_argument("--heartbeat-interval", type=float, default=1.0)
+    p.add_argument("--heartbeat-timeout", type=float, default=3.0)
+    p.add_argument(
+        "--retry-interval",
+        type=float,
+        default=0.25,
+        help="seconds between a node's attempts to reach its seeds, both sides (default 0.25)",
+    )
+    p.add_argument(
+        "--erl-net-ticktime",
+        type=int,
+        default=4,
+        help="Erlang net_ticktime, s (default 4: 1 s tick, peer dropped after 3..5 s)",
+    )
+    p.add_argument("--erl-net-tickintensity", type=int, default=4)
+    p.add_argument(
+        "--erl-flag",
+        action="append",
+        metavar="FLAG",
+        help="extra erl flag, repeatable (e.g. --erl-flag=+A --erl-flag=4)",
+    )
+    p.add_argument(
+        "--erl-vm-defaults",
+        action="store_true",
+        help="run each erl with the VM's own scheduler defaults (a busy-waiting scheduler "
+        "per core) instead of " + " ".join(ERL_SHARED_HOST_FLAGS),
+    )
+    p.add_argument("--skycluster", help="path of the skycluster executable")
+    p.add_argument("--settle", type=float, default=settle, help="wait after a mesh formed, s")
+    p.add_argument(
+        "--mesh-timeout",
+        type=float,
+        default=0.0,
+        help="give up on a mesh after this long (default: grows with N)",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=max_seconds,
+        help="overall time budget; remaining sizes are skipped past it",
+    )
+    p.add_argument("--keep-logs", action="store_true", help="keep the nodes' stdout/stderr logs")
+
+
+def compare(
+    n: int,
+    ra: Result | None,
+    rb: Result | None,
+    rows: Sequence[Row],
+    out: TextIO,
+    *,
+    width: int,
+    label_of: Callable[[str, str], str] | None = None,
+) -> None:
+    """One size's table: each row's figure on both sides and their ratio."""
+    a, b = "skycluster", "erlang"
+    print(f"\nN = {n}", file=out)
+    print(f"  {'figure':{width}} {a:>11} {b:>11} {'sky/erl':>8}", file=out)
+    for key, label, f in rows:
+        va = ra["metrics"].get(key) if ra else None
+        vb = rb["metrics"].get(key) if rb else None
+        if va is None and vb is None:
+            continue
+        if label_of is not None:
+            label = label_of(key, label)
+        ratio = (
+            f"{va / vb:.2f}"
+            if isinstance(va, int | float) and isinstance(vb, int | float) and vb > 0
+            else "-"
+        )
+        print(f"  {label:{width}} {fmt(va, f):>11} {fmt(vb, f):>11} {ratio:>8}", file=out)
+
+
+def run_sizes(
+    args: argparse.Namespace,
+    available: dict[str, Impl],
+    measure: Callable[[Impl, int, Path, set[int], float], Result],
+    report: Callable[[list[Result], list[Impl]], None],
+    *,
+    prefix: str,
+    plan: str,
+) -> int:
+    """Run ``measure`` for each size in ``args.size_list`` and each side in
+    ``args.impls`` (sides one after the other, never at once), within
+    ``args.max_seconds``; print the machine, then ``report`` the results, and
+    write them to ``args.json``. Every process started is ended, Ctrl-C included."""
+    impls: list[Impl] = []
+    skipped: dict[str, str] = {}
+    for name in (x.strip() for x in args.impls.split(",") if x.strip()):
+        if name not in available:
+            sys.exit(f"unknown implementation {name!r}")
+        why = available[name].unavailable()
+        if why:
+            skipped[name] = why
+            print(f"skipping {name}: {why}", file=sys.stderr)
+        else:
+            impls.append(available[name])
+    if not impls:
+        print("nothing to run", file=sys.stderr)
+        return 1
+
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    logdir = workdir / "logs"
+    logdir.mkdir()
+    used_ports: set[int] = set()
+    results: list[Result] = []
+    info = machine_info(impls)
+    deadline = time.monotonic() + args.max_seconds
+    interrupted = False
+    print(
+        f"machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['memory_gib']} GiB, "
+        f"Linux {info['kernel']}, load {info['loadavg_at_start']}"
+    )
+    print(f"python {info['python']}; " + "; ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    for i in impls:
+        print(f"{i.name}: {i.describe()}")
+    print(f"{plan}; loopback {HOST} only")
+    try:
+        with signals_raise():
+            for impl in impls:
+                impl.setup(workdir, used_ports)
+            for n in args.size_list:
+                for impl in impls:
+                    if time.monotonic() > deadline:
+                        results.append(
+                            new_result(impl, n, "skipped: --max-seconds budget exhausted")
+                        )
+                        continue
+                    progress(f"{impl.name} N={n}: load average {_loadavg()}")
+                    t = time.monotonic()
+                    r = measure(impl, n, logdir, used_ports, deadline)
+                    r["wall_s"] = round(time.monotonic() - t, 1)
+                    r["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+                    results.append(r)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted; stopping everything", file=sys.stderr)
+    finally:
+        # Cleanup is bounded (a few seconds); a second Ctrl-C must not cut it short.
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+        for impl in impls:
+            with contextlib.suppress(Exception):
+                impl.teardown()
+        stop_all_children()
+        if args.keep_logs:
+            print(f"logs kept in {logdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    report(results, impls)
+    print(f"\nload average at the end: {_loadavg()}")
+    for name, why in skipped.items():
+        print(f"{name} not run: {why}")
+    if args.json:
+        payload = {
+            "machine": info,
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "skipped": skipped,
+            "interrupted": interrupted,
+            "results": results,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 130 if interrupted else 0
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -26,13 +26,9 @@ Every process started is ended on exit, Ctrl-C included.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -40,16 +36,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from benchnodes import (
-    HOST,
     Cluster,
     Erlang,
     Impl,
+    Result,
     Skycluster,
-    fmt,
-    machine_info,
+    add_common_options,
+    compare,
     median,
-    signals_raise,
-    stop_all_children,
+    new_result,
+    run_sizes,
 )
 
 # --------------------------------------------------------------------------- one measurement
@@ -62,8 +58,8 @@ def measure(
     logdir: Path,
     used_ports: set[int],
     deadline: float,
-) -> dict[str, Any]:
-    res: dict[str, Any] = {"impl": impl.name, "n": n, "errors": [], "metrics": {}, "samples": {}}
+) -> Result:
+    res = new_result(impl, n)
     m: dict[str, Any] = res["metrics"]
     s: dict[str, Any] = res["samples"]
     errors: list[str] = res["errors"]
@@ -164,28 +160,13 @@ ROWS: list[tuple[str, str, str]] = [
 ]
 
 
-def report(
-    results: list[dict[str, Any]], impls: Sequence[Impl], sizes: Sequence[int], out: TextIO
-) -> None:
+def report(results: list[Result], impls: Sequence[Impl], sizes: Sequence[int], out: TextIO) -> None:
     by = {(r["impl"], r["n"]): r for r in results}
-    a, b = "skycluster", "erlang"
     for n in sizes:
-        ra, rb = by.get((a, n)), by.get((b, n))
+        ra, rb = by.get(("skycluster", n)), by.get(("erlang", n))
         if ra is None and rb is None:
             continue
-        print(f"\nN = {n}", file=out)
-        print(f"  {'figure':46} {a:>11} {b:>11} {'sky/erl':>8}", file=out)
-        for key, label, f in ROWS:
-            va = ra["metrics"].get(key) if ra else None
-            vb = rb["metrics"].get(key) if rb else None
-            if va is None and vb is None:
-                continue
-            ratio = (
-                f"{va / vb:.2f}"
-                if isinstance(va, int | float) and isinstance(vb, int | float) and vb > 0
-                else "-"
-            )
-            print(f"  {label:46} {fmt(va, f):>11} {fmt(vb, f):>11} {ratio:>8}", file=out)
+        compare(n, ra, rb, ROWS, out, width=46)
         for r in (ra, rb):
             if r:
                 for e in r["errors"]:
@@ -195,6 +176,13 @@ def report(
                     if reasons:
                         txt = ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items()))
                         print(f"  {r['impl']} {label} nodedown reasons: {txt}", file=out)
+    for i in impls:
+        if isinstance(i, Erlang):
+            print(
+                f"\nerlang ticks: {i.tick_note()}; kill -9 is seen through the closed TCP link "
+                "on both sides.",
+                file=out,
+            )
 
 
 # --------------------------------------------------------------------------- main
@@ -203,8 +191,6 @@ def report(
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--sizes", default="2,8,16,32", help="cluster sizes (default 2,8,16,32)")
-    p.add_argument("--impls", default="skycluster,erlang", help="which sides to run")
-    p.add_argument("--json", type=Path, help="also write all figures and samples here")
     p.add_argument("--runs", type=int, default=3, help="kill -9 and SIGSTOP runs per size")
     p.add_argument(
         "--seeds",
@@ -212,45 +198,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="first",
         help="tell each node about node 1 only (default) or about all nodes",
     )
-    p.add_argument("--heartbeat-interval", type=float, default=1.0)
-    p.add_argument("--heartbeat-timeout", type=float, default=3.0)
-    p.add_argument(
-        "--retry-interval",
-        type=float,
-        default=0.25,
-        help="seconds between a node's attempts to reach its seeds, both sides (default 0.25)",
-    )
-    p.add_argument(
-        "--erl-net-ticktime",
-        type=int,
-        default=4,
-        help="Erlang net_ticktime, s (default 4: 1 s tick, peer dropped after 3..5 s)",
-    )
-    p.add_argument("--erl-net-tickintensity", type=int, default=4)
-    p.add_argument(
-        "--erl-flag",
-        action="append",
-        metavar="FLAG",
-        help="extra erl flag, repeatable (e.g. --erl-flag=+sbwt --erl-flag=none)",
-    )
-    p.add_argument("--skycluster", help="path of the skycluster executable")
-    p.add_argument("--settle", type=float, default=2.0, help="idle wait before measuring, s")
+    add_common_options(p, settle=2.0, max_seconds=1800.0)
     p.add_argument("--cpu-window", type=float, default=2.0, help="idle CPU sampling window, s")
     p.add_argument("--between", type=float, default=0.5, help="pause between runs, s")
-    p.add_argument(
-        "--mesh-timeout",
-        type=float,
-        default=0.0,
-        help="give up on a mesh after this long (default max(30, 2N) s)",
-    )
     p.add_argument("--detect-timeout", type=float, default=20.0)
-    p.add_argument(
-        "--max-seconds",
-        type=float,
-        default=1800.0,
-        help="overall time budget; remaining sizes are skipped past it",
-    )
-    p.add_argument("--keep-logs", action="store_true", help="keep the nodes' stdout/stderr logs")
     args = p.parse_args(argv)
     args.size_list = [int(x) for x in args.sizes.split(",") if x.strip()]
     if any(x < 2 for x in args.size_list):
@@ -262,101 +213,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    wanted = [x.strip() for x in args.impls.split(",") if x.strip()]
-    all_impls: dict[str, Impl] = {"skycluster": Skycluster(args), "erlang": Erlang(args)}
-    impls: list[Impl] = []
-    skipped: dict[str, str] = {}
-    for name in wanted:
-        if name not in all_impls:
-            sys.exit(f"unknown implementation {name!r}")
-        why = all_impls[name].unavailable()
-        if why:
-            skipped[name] = why
-            print(f"skipping {name}: {why}", file=sys.stderr)
-        else:
-            impls.append(all_impls[name])
-    if not impls:
-        print("nothing to run", file=sys.stderr)
-        return 1
-
-    workdir = Path(tempfile.mkdtemp(prefix="skycluster-bench-"))
-    logdir = workdir / "logs"
-    logdir.mkdir()
-    used_ports: set[int] = set()
-    results: list[dict[str, Any]] = []
-    info = machine_info(impls)
-    deadline = time.monotonic() + args.max_seconds
-    interrupted = False
-    print(
-        f"machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['memory_gib']} GiB, "
-        f"Linux {info['kernel']}, load {info['loadavg_at_start']}"
+    seeds = "node 1 only" if args.seeds == "first" else "all nodes"
+    return run_sizes(
+        args,
+        {"skycluster": Skycluster(args), "erlang": Erlang(args)},
+        lambda impl, n, logdir, ports, deadline: measure(impl, n, args, logdir, ports, deadline),
+        lambda results, impls: report(results, impls, args.size_list, sys.stdout),
+        prefix="skycluster-bench-",
+        plan=f"seeds: {seeds}; {args.runs} kill -9 and {args.runs} SIGSTOP runs per size",
     )
-    print(f"python {info['python']}; " + "; ".join(f"{k} {v}" for k, v in info["versions"].items()))
-    for i in impls:
-        print(f"{i.name}: {i.describe()}")
-    print(
-        f"seeds: {'node 1 only' if args.seeds == 'first' else 'all nodes'}; "
-        f"{args.runs} kill -9 and {args.runs} SIGSTOP runs per size; loopback {HOST} only"
-    )
-    try:
-        with signals_raise():
-            for impl in impls:
-                impl.setup(workdir, used_ports)
-            for n in args.size_list:
-                for impl in impls:
-                    if time.monotonic() > deadline:
-                        results.append(
-                            {
-                                "impl": impl.name,
-                                "n": n,
-                                "metrics": {},
-                                "samples": {},
-                                "errors": ["skipped: --max-seconds budget exhausted"],
-                            }
-                        )
-                        continue
-                    print(f"... {impl.name} N={n}", file=sys.stderr, flush=True)
-                    t = time.monotonic()
-                    r = measure(impl, n, args, logdir, used_ports, deadline)
-                    r["wall_s"] = round(time.monotonic() - t, 1)
-                    results.append(r)
-    except KeyboardInterrupt:
-        interrupted = True
-        print("\ninterrupted; stopping everything", file=sys.stderr)
-    finally:
-        # Cleanup is bounded (a few seconds); a second Ctrl-C must not cut it short.
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        for impl in impls:
-            with contextlib.suppress(Exception):
-                impl.teardown()
-        stop_all_children()
-        if args.keep_logs:
-            print(f"logs kept in {logdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    report(results, impls, args.size_list, sys.stdout)
-    for i in impls:
-        if isinstance(i, Erlang):
-            print(
-                f"\nerlang ticks: {i.tick_note()}; kill -9 is seen through the closed TCP link "
-                "on both sides."
-            )
-    for name, why in skipped.items():
-        print(f"{name} not run: {why}")
-    if args.json:
-        payload = {
-            "machine": info,
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "skipped": skipped,
-            "interrupted": interrupted,
-            "results": results,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
-    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":

@@ -30,14 +30,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -45,26 +42,23 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from benchnodes import (
-    HOST,
     Cluster,
     Erlang,
     Impl,
     Node,
+    Result,
     Skycluster,
-    fmt,
-    machine_info,
-    signals_raise,
+    add_common_options,
+    compare,
+    new_result,
+    progress,
+    run_sizes,
     spawn,
-    stop_all_children,
     stop_processes,
 )
 
 POLL = 0.25  # seconds between checks of the nodes' views (cheap for the benchmark itself)
 PROGRESS = 10.0  # seconds between progress lines while waiting
-
-
-def progress(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def poll_until(cluster: Cluster, pred: Callable[[], bool], timeout: float, label: str) -> bool:
@@ -134,8 +128,8 @@ def measure(
     logdir: Path,
     used_ports: set[int],
     deadline: float,
-) -> dict[str, Any]:
-    res: dict[str, Any] = {"impl": impl.name, "n": n, "errors": [], "metrics": {}, "samples": {}}
+) -> Result:
+    res = new_result(impl, n)
     m: dict[str, Any] = res["metrics"]
     s: dict[str, Any] = res["samples"]
     errors: list[str] = res["errors"]
@@ -364,31 +358,23 @@ ROWS: list[tuple[str, str, str]] = [
 ]
 
 
-def report(results: Sequence[dict[str, Any]], sizes: Sequence[int], out: TextIO) -> None:
+def report(results: Sequence[Result], sizes: Sequence[int], out: TextIO) -> None:
     by = {(r["impl"], r["n"]): r for r in results}
-    a, b = "skycluster", "erlang"
     for n in sizes:
-        ra, rb = by.get((a, n)), by.get((b, n))
+        ra, rb = by.get(("skycluster", n)), by.get(("erlang", n))
         if ra is None and rb is None:
             continue
-        print(f"\nN = {n}", file=out)
-        print(f"  {'figure':42} {a:>11} {b:>11} {'sky/erl':>8}", file=out)
-        for key, label, f in ROWS:
-            va = ra["metrics"].get(key) if ra else None
-            vb = rb["metrics"].get(key) if rb else None
-            if va is None and vb is None:
-                continue
-            if key == "idle_downs":
-                window = (ra or rb or {}).get("metrics", {}).get("idle_downs_window_s")
-                label = f"nodedowns during {window:g} s of idle" if window else label
-            ratio = (
-                f"{va / vb:.2f}"
-                if isinstance(va, int | float) and isinstance(vb, int | float) and vb > 0
-                else "-"
-            )
-            print(f"  {label:42} {fmt(va, f):>11} {fmt(vb, f):>11} {ratio:>8}", file=out)
+        window = (ra or rb or {}).get("metrics", {}).get("idle_downs_window_s")
+
+        def label_of(key: str, label: str, window: float | None = window) -> str:
+            if key == "idle_downs" and window:
+                return f"nodedowns during {window:g} s of idle"
+            return label
+
+        compare(n, ra, rb, ROWS, out, width=42, label_of=label_of)
         for r in (ra, rb):
             if r:
+                print(f"  {r['impl']}: load average after it {r.get('loadavg_after')}", file=out)
                 for e in r["errors"]:
                     print(f"  ! {r['impl']}: {e}", file=out)
                 for key in (
@@ -409,8 +395,6 @@ def report(results: Sequence[dict[str, Any]], sizes: Sequence[int], out: TextIO)
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--sizes", default="32,64,100,150", help="cluster sizes (default 32,64,100,150)")
-    p.add_argument("--impls", default="skycluster,erlang", help="which sides to run")
-    p.add_argument("--json", type=Path, help="also write all figures and samples here")
     p.add_argument("--idle", type=float, default=30.0, help="idle CPU window, s (default 30)")
     p.add_argument(
         "--idle-downs",
@@ -425,27 +409,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--overload-at", type=int, default=64, metavar="N", help="0: no overload")
     p.add_argument("--overload", type=float, default=30.0, help="overload duration, s")
     p.add_argument("--hogs", type=int, default=4, help="busy-loop processes during overload")
-    p.add_argument("--heartbeat-interval", type=float, default=1.0)
-    p.add_argument("--heartbeat-timeout", type=float, default=3.0)
-    p.add_argument(
-        "--retry-interval",
-        type=float,
-        default=0.25,
-        help="seconds between a node's attempts to reach its seed, both sides (default 0.25)",
-    )
-    p.add_argument("--erl-net-ticktime", type=int, default=4)
-    p.add_argument("--erl-net-tickintensity", type=int, default=4)
-    p.add_argument("--erl-flag", action="append", metavar="FLAG", help="extra erl flag")
-    p.add_argument("--skycluster", help="path of the skycluster executable")
-    p.add_argument("--settle", type=float, default=3.0, help="wait after a mesh formed, s")
-    p.add_argument(
-        "--mesh-timeout",
-        type=float,
-        default=0.0,
-        help="give up on a mesh after this long (default max(60, 2N) s)",
-    )
-    p.add_argument("--max-seconds", type=float, default=3600.0, help="overall time budget")
-    p.add_argument("--keep-logs", action="store_true", help="keep the nodes' stdout/stderr logs")
+    add_common_options(p, settle=3.0, max_seconds=3600.0)
     args = p.parse_args(argv)
     args.seeds = "first"  # every node is told about node 1 only (benchnodes.Cluster)
     args.size_list = [int(x) for x in args.sizes.split(",") if x.strip()]
@@ -458,97 +422,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    wanted = [x.strip() for x in args.impls.split(",") if x.strip()]
-    all_impls: dict[str, Impl] = {
-        "skycluster": Skycluster(args, extra=["--no-port-mapper"]),
-        "erlang": Erlang(args),
-    }
-    impls: list[Impl] = []
-    skipped: dict[str, str] = {}
-    for name in wanted:
-        if name not in all_impls:
-            sys.exit(f"unknown implementation {name!r}")
-        why = all_impls[name].unavailable()
-        if why:
-            skipped[name] = why
-            print(f"skipping {name}: {why}", file=sys.stderr)
-        else:
-            impls.append(all_impls[name])
-    if not impls:
-        print("nothing to run", file=sys.stderr)
-        return 1
-
-    workdir = Path(tempfile.mkdtemp(prefix="skycluster-scale-"))
-    logdir = workdir / "logs"
-    logdir.mkdir()
-    used_ports: set[int] = set()
-    results: list[dict[str, Any]] = []
-    info = machine_info(impls)
-    deadline = time.monotonic() + args.max_seconds
-    interrupted = False
-    print(
-        f"machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['memory_gib']} GiB, "
-        f"Linux {info['kernel']}, load {info['loadavg_at_start']}"
+    return run_sizes(
+        args,
+        {
+            "skycluster": Skycluster(args, extra=["--no-port-mapper"]),
+            "erlang": Erlang(args),
+        },
+        lambda impl, n, logdir, ports, deadline: measure(impl, n, args, logdir, ports, deadline),
+        lambda results, impls: report(results, args.size_list, sys.stdout),
+        prefix="skycluster-scale-",
+        plan=(
+            f"seeds: node 1 only; idle window {args.idle:g} s; storm at N={args.storm_at}, "
+            f"overload at N={args.overload_at} ({args.hogs} busy loops, {args.overload:g} s)"
+        ),
     )
-    print(f"python {info['python']}; " + "; ".join(f"{k} {v}" for k, v in info["versions"].items()))
-    for i in impls:
-        print(f"{i.name}: {i.describe()}")
-    print(
-        f"seeds: node 1 only; idle window {args.idle:g} s; storm at N={args.storm_at}, "
-        f"overload at N={args.overload_at} ({args.hogs} busy loops, {args.overload:g} s); "
-        f"loopback {HOST} only"
-    )
-    try:
-        with signals_raise():
-            for impl in impls:
-                impl.setup(workdir, used_ports)
-            for n in args.size_list:
-                for impl in impls:
-                    if time.monotonic() > deadline:
-                        results.append(
-                            {
-                                "impl": impl.name,
-                                "n": n,
-                                "metrics": {},
-                                "samples": {},
-                                "errors": ["skipped: --max-seconds budget exhausted"],
-                            }
-                        )
-                        continue
-                    t = time.monotonic()
-                    r = measure(impl, n, args, logdir, used_ports, deadline)
-                    r["wall_s"] = round(time.monotonic() - t, 1)
-                    results.append(r)
-    except KeyboardInterrupt:
-        interrupted = True
-        print("\ninterrupted; stopping everything", file=sys.stderr)
-    finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        for impl in impls:
-            with contextlib.suppress(Exception):
-                impl.teardown()
-        stop_all_children()
-        if args.keep_logs:
-            print(f"logs kept in {logdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    report(results, args.size_list, sys.stdout)
-    for name, why in skipped.items():
-        print(f"{name} not run: {why}")
-    if args.json:
-        payload = {
-            "machine": info,
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "skipped": skipped,
-            "interrupted": interrupted,
-            "results": results,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
-    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":
