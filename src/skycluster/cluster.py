@@ -19,7 +19,10 @@ from typing import Any, Literal, TypeVar, overload
 from skycluster import _blocking, config
 from skycluster._tasks import TaskSet
 from skycluster.config import DEFAULTS
+from skycluster.cookie import ENV as COOKIE_ENV
 from skycluster.cookie import load_cookie
+from skycluster.erlang.cookie import load_erlang_cookie
+from skycluster.erlang.node import ErlangNode
 from skycluster.errors import StartError
 from skycluster.events import (
     DEFAULT_QUEUE_SIZE,
@@ -81,6 +84,8 @@ class Cluster:
         min_nodes: int = DEFAULTS["min_nodes"],
         node_loop: str = DEFAULTS["node_loop"],
         busy_wait: float = DEFAULTS["busy_wait"],
+        erlang: bool = DEFAULTS["erlang"],
+        erlang_ticktime: float = DEFAULTS["erlang_ticktime"],
         environ: Mapping[str, str] | None = None,
     ) -> None:
         """Check the options and build the node's settings; nothing runs until :meth:`start`.
@@ -119,10 +124,18 @@ class Cluster:
                 "min_nodes": min_nodes,
                 "node_loop": node_loop,
                 "busy_wait": busy_wait,
+                "erlang": erlang,
+                "erlang_ticktime": erlang_ticktime,
             },
             environ,
         )
         self._cookie = load_cookie(cookie, environ)
+        # Erlang's rule: the cookie given (--cookie), else ~/.erlang.cookie.
+        self._erlang_cookie = (
+            load_erlang_cookie(cookie or environ.get(COOKIE_ENV) or None, environ)
+            if self.settings.erlang
+            else None
+        )
         self.topologies: dict[str, Topology] = check_topologies(topologies)
         self._restart_backoff = config.OPTIONS["strategy_restart_backoff"].checked(
             strategy_restart_backoff
@@ -189,6 +202,7 @@ class Cluster:
             self._bus,
             self.topologies,
             restart_backoff=self._restart_backoff,
+            erlang_cookie=self._erlang_cookie,
         )
         future = self._runtime.start()
         future.add_done_callback(self._join_if_failed)
@@ -428,19 +442,58 @@ class Cluster:
         """Deliver ``message`` to mailbox ``name`` on ``node`` (links to it first if
         needed). Returns once the message is in the link's send buffer, waiting for
         room when the buffer is full. Raises NodeUnreachable, MessageTooLarge,
-        UnencodableMessage. Delivery is at most once; order per sender and mailbox."""
+        UnencodableMessage. Delivery is at most once; order per sender and mailbox.
+
+        With ``erlang=True``, ``node`` may be a BEAM node: ``message`` then goes to
+        its process registered as ``name``, encoded as docs/erlang.md's table says
+        (UnencodableTerm for a value without an Erlang form)."""
+        if self.settings.erlang:
+            return self._send_either(node, name, message)
         return self._messaging.send(node, name, message)
 
     def send_nowait(self, node: str, name: str, message: Any) -> None:
         """:meth:`send` that never waits: raises BufferFull when the send buffer is
         full and NodeUnreachable when ``node`` is not linked (``await send`` links)."""
+        erlang = self._erlang_link(node)
+        if erlang is not None:
+            erlang.send_to_name(NodeName.parse(node).identity, name, message)
+            return
         self._messaging.send_nowait(node, name, message)
 
     def send_blocking(
         self, node: str, name: str, message: Any, timeout: float | None = None
     ) -> None:
         """:meth:`send` for a plain thread; TimeoutError when no room within ``timeout``."""
+        if self.settings.erlang:
+            ident = NodeName.parse(node).identity
+            if self._erlang_link(node) is None and ident not in self.nodes():
+                self.connect_blocking(node)
+            erlang = self._erlang_link(node)
+            if erlang is not None:
+                erlang.send_to_name(ident, name, message)
+                return
         self._messaging.send_blocking(node, name, message, timeout)
+
+    async def _send_either(self, node: str, name: str, message: Any) -> None:
+        """send() on a node that speaks Erlang too: link first, then by the link's kind."""
+        ident = NodeName.parse(node).identity
+        if ident != self.name and self._erlang_link(node) is None and ident not in self.nodes():
+            await self.connect(node)
+        erlang = self._erlang_link(node)
+        if erlang is None:
+            await self._messaging.send(node, name, message)
+            return
+        erlang.send_to_name(ident, name, message)
+        if erlang.buffered(ident) > self.settings.send_buffer_size:
+            await asyncio.wrap_future(self._require().submit(erlang.drain(ident)))
+
+    def _erlang_link(self, node: str) -> ErlangNode | None:
+        """The node's Erlang side when ``node`` is linked over Erlang distribution."""
+        runtime = self._runtime
+        erlang = runtime.erlang if runtime is not None else None
+        if erlang is None or NodeName.parse(node).identity not in erlang.links:
+            return None
+        return erlang
 
     def call(
         self, node: str, name: str, request: Any, *, timeout: float = DEFAULT_CALL_TIMEOUT

@@ -458,6 +458,22 @@ NODE_OPTIONS: tuple[Option, ...] = (
         shown_default="0: off",
         check=check_busy_wait_value,
     ),
+    Option(
+        "erlang",
+        parse_bool,
+        "also speak Erlang distribution on the listening port: erl and Elixir nodes link "
+        "to this node and it to them (docs/erlang.md)",
+        metavar="BOOL",
+        default=False,
+    ),
+    Option(
+        "erlang_ticktime",
+        parse_seconds,
+        "Erlang's net_ticktime on Erlang links: give the BEAM nodes' value",
+        metavar="S",
+        default=60.0,
+        check=check_positive_seconds,
+    ),
 )
 
 # Options only a program sets (Cluster keyword arguments): limits an operator seldom tunes.
@@ -535,6 +551,11 @@ def node_settings(values: Mapping[str, Any], environ: Mapping[str, str]) -> Node
             "TLS needs all three of tls_cert, tls_key and tls_ca "
             "(--tls-cert, --tls-key, --tls-ca; SKYCLUSTER_TLS_CERT, _KEY, _CA)"
         )
+    if v["erlang"] and all(tls_given):
+        raise ConfigError(
+            f"{OPTIONS['erlang'].spelled} shares the listening port with Erlang distribution, "
+            "which runs over plain TCP here: it cannot be combined with TLS (tls_cert, ...)"
+        )
     if v["busy_wait"] and v["node_loop"] != "shared":
         # Measured: a polling node thread takes the GIL from the application's thread
         # over and over; the median round trip did not improve and its tail grew.
@@ -565,6 +586,8 @@ def node_settings(values: Mapping[str, Any], environ: Mapping[str, str]) -> Node
         min_nodes=v["min_nodes"],
         node_loop=v["node_loop"],
         busy_wait=v["busy_wait"],
+        erlang=bool(v["erlang"]),
+        erlang_ticktime=float(v["erlang_ticktime"]),
     )
 
 

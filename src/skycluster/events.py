@@ -37,6 +37,9 @@ class DownReason(StrEnum):
     HEARTBEAT_TIMEOUT = "heartbeat_timeout"  # the peer was silent for longer than the timeout
     SHUTDOWN = "shutdown"  # the peer stopped gracefully and said so
     DISCONNECT = "disconnect"  # this node asked for the link to go
+    # Erlang links (skycluster.erlang.node):
+    NET_TICK_TIMEOUT = "net_tick_timeout"  # nothing arrived within the net_ticktime
+    PROTOCOL_ERROR = "protocol_error"  # the peer sent bytes that cannot be read: closed
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,14 @@ from skycluster import _blocking
 from skycluster._backoff import Backoff
 from skycluster._tasks import TaskSet
 from skycluster.distribution import frame_types, portmapper
+from skycluster.distribution.epmd_protocol import HIGHEST_VERSION, LOWEST_VERSION
 from skycluster.distribution.node import Node
 from skycluster.distribution.registration import RegistrationKeeper
 from skycluster.distribution.settings import NodeSettings, PortMapperSettings
+from skycluster.erlang.link import ErlangLink
+from skycluster.erlang.messages import Control, DistMessage
+from skycluster.erlang.netkernel import registered_name
+from skycluster.erlang.node import ControlHandler, ErlangNode
 from skycluster.errors import NodeUnreachable
 from skycluster.events import EventBus
 from skycluster.membership.driver import MembershipDriver
@@ -65,9 +70,11 @@ class Runtime:
         topologies: Mapping[str, Topology],
         *,
         restart_backoff: tuple[float, float] = (0.5, 30.0),
+        erlang_cookie: bytes | None = None,
     ) -> None:
         self.settings = settings
         self._cookie = cookie
+        self._erlang_cookie = erlang_cookie  # with settings.erlang
         self._bus = bus
         self._topologies = dict(topologies)
         self._backoff = restart_backoff
@@ -80,6 +87,7 @@ class Runtime:
         self.messenger: Messenger | None = None
         self.remote_status: RemoteStatus | None = None
         self.membership: MembershipDriver | None = None
+        self.erlang: ErlangNode | None = None  # settings.erlang: the node's Erlang links
         self._stop: asyncio.Event | None = None
         self.registration_keeper: RegistrationKeeper | None = None
         self.operations: Operations | None = None
@@ -171,6 +179,14 @@ class Runtime:
         remote_status = self.remote_status = RemoteStatus(node)  # skycluster members
         node.handle_frames(frame_types.OPERATIONS, remote_status.frame_received)
         operations = self.operations = Operations(node, self._bus)  # metrics, logs, HTTP
+        erlang: ErlangNode | None = None
+        if self.settings.erlang:
+            assert self._erlang_cookie is not None, "erlang=True needs the Erlang cookie"
+            erlang = self.erlang = ErlangNode(
+                node, self._erlang_cookie, after_read=messenger.read_done
+            )
+            node.speak_also(erlang)  # Erlang distribution on the same listening port
+            erlang.handle((Control.REG_SEND, Control.REG_SEND_TT), _reg_send(messenger, erlang))
         strategies = TaskSet(log)
         keeper: RegistrationKeeper | None = None
         try:
@@ -182,6 +198,8 @@ class Runtime:
             if keeper is not None:
                 await keeper.close()
             await operations.aclose()
+            if erlang is not None:
+                await erlang.aclose()
             messenger.close()
             await membership.aclose()
             await node.stop()
@@ -199,6 +217,8 @@ class Runtime:
             if keeper is not None:
                 await keeper.close()
             await operations.aclose()
+            if erlang is not None:
+                await erlang.aclose()
             messenger.close()  # ends every mailbox and call before the links close
             await membership.aclose()
             await node.stop()
@@ -211,8 +231,15 @@ class Runtime:
         node.resolve = _resolver(settings)
         if self.settings.hidden:
             return None  # tools do not advertise themselves
+        # An Erlang node looking the name up must find versions it speaks: OTP 25
+        # speaks 6 only, as does this node's Erlang side.
+        lowest = HIGHEST_VERSION if self.settings.erlang else LOWEST_VERSION
         keeper = self.registration_keeper = RegistrationKeeper(
-            self.settings.name.name, node.port, settings, hidden=False
+            self.settings.name.name,
+            node.port,
+            settings,
+            hidden=False,
+            versions=(HIGHEST_VERSION, lowest),
         )
         await keeper.register_first()
         return keeper
@@ -236,6 +263,20 @@ class Runtime:
                 node.emit("strategy.error", {"delay": delay}, topology=name, error=repr(exc))
                 ctx.log.exception("strategy %s crashed; restarting in %.1f s", name, delay)
             await asyncio.sleep(delay)
+
+
+def _reg_send(messenger: Messenger, erlang: ErlangNode) -> ControlHandler:
+    """``{Name, Node} ! Message`` from a BEAM node: into the mailbox (or ``serve()``
+    handler) ``Name``, the message decoded as docs/erlang.md's table says."""
+
+    def deliver(link: ErlangLink, message: DistMessage) -> None:
+        name = registered_name(message)
+        if name is None or not message.has_payload:
+            erlang.dropped(link, message, "a REG_SEND without a name or a message")
+        elif not messenger.deliver_value(name.name, message.payload):
+            erlang.dropped(link, message, f"no mailbox named {name.name!r} here")
+
+    return deliver
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -69,6 +69,9 @@ NODE_TYPE_HIDDEN = 72  # 'H'
 PROTOCOL_TCP_IPV4 = 0
 HIGHEST_VERSION = 6
 LOWEST_VERSION = 5
+# The extra field of a skycluster node's registration: how a node that also speaks
+# Erlang distribution tells a skycluster node (its own protocol) from a BEAM node.
+SKYCLUSTER_EXTRA = b"skycluster"
 
 # A node name is an atom: at most 255 characters, so at most 255 * 4 bytes of UTF-8 (epmd's
 # MAXSYMLEN). epmd caps the extra field at the same number of bytes.

@@ -11,7 +11,11 @@ The distribution layer never imports the layers above it; they plug in here
 * one :class:`Decider`, with :meth:`Node.decide_with
   <skycluster.distribution.node.Node.decide_with>`: every decision about links
   (admission, which link wins, heartbeats, the mesh, strategies' removals) is
-  its own; the node carries them out (:mod:`skycluster.membership.driver`).
+  its own; the node carries them out (:mod:`skycluster.membership.driver`);
+* at most one :class:`SecondProtocol`, with :meth:`Node.speak_also
+  <skycluster.distribution.node.Node.speak_also>`: another distribution protocol
+  (Erlang's, :mod:`skycluster.erlang.node`) that shares the listening port and
+  the node's names (``nodes()``, ``connect``, ``disconnect``).
 
 Everything here is called on the node's loop, from the link's protocol
 callbacks: it must be quick and must not block. An exception that a handler
@@ -24,6 +28,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import asyncio
+
     from skycluster.distribution.handshake import Introduction
     from skycluster.distribution.link import Link
     from skycluster.events import DownReason
@@ -105,3 +111,29 @@ class Decider(Protocol):
     @property
     def unlinked_pairs(self) -> int:
         """Pairs that should be linked and are not (a number: read from any thread)."""
+
+
+class SecondProtocol(Protocol):
+    """Another distribution protocol on the node's listening port, with links of
+    its own (one per peer, never a peer the node links itself). The node hands it
+    the accepted connections whose first bytes it claims, and asks it first about
+    every name it is asked to link, list or unlink."""
+
+    def claims(self, first: bytes) -> bool:
+        """Whether a connection that opens with ``first`` (one read, at least one
+        byte) speaks this protocol."""
+
+    def take(self, transport: asyncio.Transport, first: bytes) -> None:
+        """Own an accepted connection from now on; ``first`` is what was read of it."""
+
+    async def owns(self, name: NodeName) -> bool:
+        """Whether ``name`` is (or would be) linked by this protocol."""
+
+    async def connect(self, name: NodeName) -> bool:
+        """Link to ``name`` (after :meth:`owns` said True); True once linked."""
+
+    def disconnect(self, identity: str) -> bool:
+        """Drop this protocol's link to ``identity``; True when there was one."""
+
+    def nodes(self) -> list[str]:
+        """The identities this protocol links, hidden ones excluded."""

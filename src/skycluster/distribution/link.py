@@ -107,6 +107,9 @@ class Link(asyncio.BufferedProtocol):
         self._decoder = frames.FrameDecoder(node.settings.max_frame_size)
         self._ping_seq = 0
         self._timer: asyncio.TimerHandle | None = None
+        # An accepted connection's first read may belong to the node's second
+        # protocol (Node.speak_also): its first bytes tell.
+        self._sniff = not initiator
 
     # -- asyncio.Protocol -----------------------------------------------------
 
@@ -132,6 +135,10 @@ class Link(asyncio.BufferedProtocol):
         self.node.traffic.bytes_in += nbytes
         data = self.node.read_buffer[:nbytes]  # valid until we return: copied by the decoders
         try:
+            if self._sniff:
+                self._sniff = False
+                if self.node.sniffed(self, bytes(data)):
+                    return
             if self.up:
                 self._link_data(data)
             elif not self.closing:
@@ -207,6 +214,15 @@ class Link(asyncio.BufferedProtocol):
         self.node.link_listener.link_up(self)
         if event.rest:
             self._link_data(event.rest)
+
+    def release(self) -> None:
+        """Give the connection up to another protocol (:meth:`Node.sniffed`): no
+        timer, no callback from it reaches the node any more."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self.closing = True
+        self.transport = None
+        self._fail(ConnectionError("the connection speaks the node's second protocol"))
 
     def _handshake_timed_out(self) -> None:
         self.reject(f"no handshake within {self.node.settings.handshake_timeout} s")

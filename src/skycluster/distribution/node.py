@@ -28,7 +28,13 @@ from skycluster._tasks import TaskSet
 from skycluster.distribution import frame_types
 from skycluster.distribution.busywait import BusyWait
 from skycluster.distribution.handshake import Introduction, RejectReason
-from skycluster.distribution.hooks import Decider, FrameHandler, LinkListener, NoListener
+from skycluster.distribution.hooks import (
+    Decider,
+    FrameHandler,
+    LinkListener,
+    NoListener,
+    SecondProtocol,
+)
 from skycluster.distribution.link import READ_SIZE, Link, LinkRefused
 from skycluster.distribution.settings import NodeSettings
 from skycluster.errors import NodeUnreachable, StartError
@@ -73,6 +79,7 @@ class Node:
         self.frame_handlers: list[FrameHandler | None] = [None] * frame_types.ALL.stop
         self.link_listener: LinkListener = NoListener()
         self.decider: Decider | None = None  # decides about links: decide_with()
+        self.second_protocol: SecondProtocol | None = None  # speak_also()
         self.started = time.time()
         self.resolve: Resolver | None = None  # asks a port mapper; set by the runtime
         self.dials_in_flight = 0
@@ -178,10 +185,21 @@ class Node:
             raise ValueError("the node has a link listener already")
         self.link_listener = listener
 
+    def speak_also(self, protocol: SecondProtocol) -> None:
+        """Share the listening port and the node's names with ``protocol`` (one)."""
+        if self.second_protocol is not None:
+            raise ValueError("the node speaks a second protocol already")
+        if self.settings.tls is not None:
+            raise ValueError("a second protocol cannot share a TLS listener")
+        self.second_protocol = protocol
+
     # -- what the cluster asks ------------------------------------------------
 
     def nodes(self) -> list[str]:
-        return [ident for ident, link in self.links.items() if link.peer and not link.peer.hidden]
+        linked = [ident for ident, link in self.links.items() if link.peer and not link.peer.hidden]
+        if self.second_protocol is not None:
+            linked.extend(self.second_protocol.nodes())
+        return linked
 
     async def connect(self, target: NodeName | str, topology: str | None = None) -> bool:
         """Link to a node (no-op when linked); False when it cannot be reached.
@@ -193,11 +211,16 @@ class Node:
             return True
         if self._stopping:
             return False
+        second = self.second_protocol
+        if second is not None and await second.owns(name):
+            return await second.connect(name)
         return await self._decider.connect(name, topology)
 
     def disconnect(self, identity: str, topology: str | None = None) -> bool:
         """Drop the link to ``identity``. With ``topology`` (a strategy's removal) the
         node stays unlinked by the mesh until that strategy lists it again."""
+        if self.second_protocol is not None and self.second_protocol.disconnect(identity):
+            return True
         return self._decider.disconnect(identity, topology)
 
     @property
@@ -332,6 +355,19 @@ class Node:
             return False
         self.connections.add(link)
         self._handshaking.add(link)
+        return True
+
+    def sniffed(self, link: Link, first: bytes) -> bool:
+        """An accepted connection's first read: True when it went to the second
+        protocol (the link is no longer this node's)."""
+        second = self.second_protocol
+        if second is None or link.transport is None or not second.claims(first):
+            return False
+        transport = link.transport
+        link.release()
+        self.connections.discard(link)
+        self._handshaking.discard(link)
+        second.take(transport, first)
         return True
 
     def admit(self, peer: Introduction, link: Link) -> RejectReason | None:

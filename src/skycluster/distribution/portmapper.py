@@ -27,10 +27,13 @@ from types import TracebackType
 
 from skycluster.distribution.epmd_protocol import (
     EPMD_DEFAULT_PORT,
+    HIGHEST_VERSION,
+    LOWEST_VERSION,
     MAX_EXTRA_BYTES,
     MAX_NAME_BYTES,
     NODE_TYPE_HIDDEN,
     NODE_TYPE_NORMAL,
+    PROTOCOL_TCP_IPV4,
     Alive2Request,
     Alive2Response,
     NamesRequest,
@@ -587,15 +590,20 @@ async def register(
     epmd_port: int = EPMD_DEFAULT_PORT,
     hidden: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
+    versions: tuple[int, int] = (HIGHEST_VERSION, LOWEST_VERSION),
+    extra: bytes = b"",
 ) -> Registration:
-    """Register ``name`` at distribution ``port`` with the port mapper on ``host``.
+    """Register ``name`` at distribution ``port`` with the port mapper on ``host``;
+    ``versions`` (highest, lowest) are the distribution versions the node speaks and
+    ``extra`` the registration's extra field (a skycluster node's is ``SKYCLUSTER_EXTRA``).
 
     epmd only accepts registrations from its own host. Raises :class:`NameTaken` if a live
     node holds the name, :class:`PortMapperUnavailable` if no port mapper answers.
     """
     if not 1 <= port <= 0xFFFF:
         raise ValueError(f"port={port!r}: use the node's listen port, 1 to 65535")
-    node = RegisteredNode(name, port, NODE_TYPE_HIDDEN if hidden else NODE_TYPE_NORMAL)
+    node_type = NODE_TYPE_HIDDEN if hidden else NODE_TYPE_NORMAL
+    node = RegisteredNode(name, port, node_type, PROTOCOL_TCP_IPV4, *versions, extra)
     where = _where(host, epmd_port)
     try:
         async with asyncio.timeout(timeout):

@@ -16,6 +16,7 @@ import random
 
 from skycluster._backoff import Backoff
 from skycluster.distribution import portmapper
+from skycluster.distribution.epmd_protocol import HIGHEST_VERSION, LOWEST_VERSION, SKYCLUSTER_EXTRA
 from skycluster.distribution.settings import PortMapperSettings
 from skycluster.errors import StartError
 
@@ -27,11 +28,20 @@ class RegistrationKeeper:
     :class:`~skycluster.distribution.portmapper.Registration` at a time; hosts the port
     mapper when nobody else does."""
 
-    def __init__(self, name: str, port: int, settings: PortMapperSettings, *, hidden: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        settings: PortMapperSettings,
+        *,
+        hidden: bool,
+        versions: tuple[int, int] = (HIGHEST_VERSION, LOWEST_VERSION),
+    ) -> None:
         self.name = name
         self.port = port
         self.settings = settings
         self.hidden = hidden
+        self.versions = versions  # (highest, lowest): (6, 6) when Erlang nodes dial it too
         self.server: portmapper.PortMapperServer | None = None
         self.registration: portmapper.Registration | None = None
         self.reregistrations = 0
@@ -91,6 +101,8 @@ class RegistrationKeeper:
                     epmd_port=port,
                     hidden=self.hidden,
                     timeout=self.settings.timeout,
+                    versions=self.versions,
+                    extra=SKYCLUSTER_EXTRA,
                 )
                 return
             except portmapper.PortMapperUnavailable:

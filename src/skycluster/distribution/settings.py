@@ -87,6 +87,8 @@ class NodeSettings:
     # the node runs on the event loop that starts it (the application's)
     node_loop: str
     busy_wait: float  # seconds the node's loop polls after traffic before it sleeps
+    erlang: bool = False  # also speak Erlang distribution on the listening port
+    erlang_ticktime: float = 60.0  # Erlang's net_ticktime on Erlang links
 
     @property
     def shared_loop(self) -> bool:

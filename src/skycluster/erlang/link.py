@@ -117,6 +117,7 @@ async def dial(
     expect: str | None = None,
     flags: int = dflags.BASE | dflags.Flag.PUBLISHED,
     on_message: MessageHandler | None = None,
+    on_read_done: Callable[[], None] | None = None,
     ticktime: float = DEFAULT_TICKTIME,
     setup_time: float = SETUP_TIME,
 ) -> ErlangLink:
@@ -129,7 +130,9 @@ async def dial(
         reader, writer = await asyncio.open_connection(host, port)
     what = f"with {expect or f'{host}:{port}'}"
     done = await _establish(core, reader, writer, lambda _: Status.OK, setup_time, what)
-    return ErlangLink(reader, writer, done, on_message=on_message, ticktime=ticktime)
+    return ErlangLink(
+        reader, writer, done, on_message=on_message, on_read_done=on_read_done, ticktime=ticktime
+    )
 
 
 async def accept(
@@ -142,6 +145,7 @@ async def accept(
     decide: Callable[[Peer], Status] = lambda _: Status.OK,
     flags: int = dflags.BASE | dflags.Flag.PUBLISHED,
     on_message: MessageHandler | None = None,
+    on_read_done: Callable[[], None] | None = None,
     ticktime: float = DEFAULT_TICKTIME,
     setup_time: float = SETUP_TIME,
 ) -> ErlangLink:
@@ -153,7 +157,9 @@ async def accept(
     )
     peername = writer.get_extra_info("peername")
     done = await _establish(core, reader, writer, decide, setup_time, f"from {peername}")
-    return ErlangLink(reader, writer, done, on_message=on_message, ticktime=ticktime)
+    return ErlangLink(
+        reader, writer, done, on_message=on_message, on_read_done=on_read_done, ticktime=ticktime
+    )
 
 
 class ErlangLink:
@@ -168,6 +174,7 @@ class ErlangLink:
         established: Established,
         *,
         on_message: MessageHandler | None = None,
+        on_read_done: Callable[[], None] | None = None,
         ticktime: float = DEFAULT_TICKTIME,
         max_frame: int = MAX_FRAME,
         limits: Limits = DEFAULT_LIMITS,
@@ -180,7 +187,9 @@ class ErlangLink:
         self._reader = reader
         self._writer = writer
         self._on_message = on_message
+        self._on_read_done = on_read_done  # after the messages of one read: wake readers once
         self._clock = clock
+        self.address: str | None = None  # host:port the peer accepts links on, when known
         self._frames = FrameReader(max_frame, limits)
         self._policy = TickPolicy(ticktime, clock())
         self._closing: str | None = None
@@ -198,6 +207,23 @@ class ErlangLink:
             raise ConnectionError(f"the Erlang link to {self.peer.name} is closed")
         self._writer.write(encode(message))
         self._policy.sent()
+
+    def send_encoded(self, data: bytes) -> None:
+        """Queue a message already framed by :func:`messages.encode` (encoded in
+        another thread, written on this link's loop)."""
+        if self._closing is not None or self._writer.is_closing():
+            raise ConnectionError(f"the Erlang link to {self.peer.name} is closed")
+        self._writer.write(data)
+        self._policy.sent()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the socket."""
+        return self._writer.transport.get_write_buffer_size()
+
+    async def drain(self) -> None:
+        """Wait until the socket has taken what is buffered (down to its low mark)."""
+        await self._writer.drain()
 
     def close(self, reason: str = "closed") -> None:
         """End the link; :meth:`run` returns ``reason``."""
@@ -249,6 +275,8 @@ class ErlangLink:
             if self._closing is not None:  # a handler closed the link: read no further
                 break
         self.counters.ticks_received += self._frames.ticks - ticks
+        if self._on_read_done is not None:
+            self._on_read_done()
 
     def _dispatch(self, message: DistMessage) -> None:
         reply = netkernel.answer(message)

@@ -172,6 +172,20 @@ class Messenger:
             raise NoSuchMailbox(f"no mailbox named {name!r} on {self.identity}")
         box.put_many([self._decode_message(data)])
 
+    def deliver_value(self, name: str, value: Any) -> bool:
+        """Hand a message that arrived already decoded (from an Erlang link) to the
+        mailbox or handler ``name`` (the node's loop; getters are woken at
+        :meth:`read_done`); False when nothing here has that name."""
+        box = self.mailboxes.get(name)
+        if box is not None:
+            if box.put_many([value], self._to_wake):
+                self.counters.add("mailbox_over_limit")  # an Erlang link is not held back
+            return True
+        if name in self.handlers:
+            self._handle(name, value)
+            return True
+        return False
+
     def publish_local(self, topic: str, data: bytes, skip: TopicSubscription | None = None) -> None:
         subs = self.topics.get(topic)
         if not subs:
