@@ -427,12 +427,13 @@ class Cluster:
         return self._messaging.register(name, maxsize=maxsize)
 
     def serve(self, name: str, handler: Callable[[Any], Any]) -> Callable[[], None]:
-        """Answer calls to ``name`` with ``handler(request)``, run on the node's own
-        thread as frames arrive (no hop to the application's loop: the quickest
-        round trip). Plain messages sent to ``name`` are passed to it too. The
-        handler must be quick and never block: heartbeats wait while it runs. A
-        handler that raises gives the caller CallFailed. Returns a function that
-        stops serving."""
+        """Answer calls to ``name`` with ``handler(request)``, run where the frames
+        are read, as they arrive: the loop that started the cluster (the node's own
+        thread for a cluster started without one). No hop to another loop: the
+        quickest round trip. Plain messages sent to ``name`` are passed to it too.
+        The handler must be quick and never block: what that loop reads waits while
+        it runs. A handler that raises gives the caller CallFailed. Returns a
+        function that stops serving."""
         return self._messaging.serve(name, handler)
 
     # The async forms hand back the messaging object's coroutine rather than await

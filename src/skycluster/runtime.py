@@ -6,7 +6,10 @@ the port-mapper registration and the discovery strategies.
 
 Heartbeats, handshakes and discovery run here, so an application that blocks
 its own event loop, or runs CPU-bound code, cannot make its node look dead.
-Everything else talks to this loop through thread-safe futures.
+Everything else talks to this loop through thread-safe futures. Started from
+an event loop (the application's), the node lets that loop read its links once
+they are up (``Node.read_on``): replies and messages arrive where they are
+awaited, without a hop between threads.
 
 With ``node_loop="shared"`` there is no thread: the node runs as a task on the
 event loop that starts it. Replies then reach a caller without a hop between
@@ -83,6 +86,9 @@ class Runtime:
         self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._finished: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.loop: asyncio.AbstractEventLoop | None = None
+        # The application's loop and its thread: it reads the links (Node.data_loop).
+        self._data_loop: asyncio.AbstractEventLoop | None = None
+        self._data_thread = 0
         self.node: Node | None = None
         self.messenger: Messenger | None = None
         self.remote_status: RemoteStatus | None = None
@@ -103,6 +109,9 @@ class Runtime:
                 raise RuntimeError(SHARED_NEEDS_A_LOOP) from None
             self._task = loop.create_task(self._main_shared(), name=name)
             return self._started
+        with contextlib.suppress(RuntimeError):  # started from a plain thread: no loop
+            self._data_loop = asyncio.get_running_loop()
+            self._data_thread = threading.get_ident()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
         return self._started
@@ -174,7 +183,20 @@ class Runtime:
         node = self.node = Node(self.settings, self._cookie, self._bus)
         membership = self.membership = MembershipDriver(node)  # decides about links
         messenger = self.messenger = Messenger(node)
-        node.handle_frames(frame_types.MESSAGING, messenger.frame_received)
+        node.handle_frames(frame_types.MESSAGING, messenger.frame_received, any_thread=True)
+        lender = (node.lend_reading, node.reclaim_reading)
+        if self._data_loop is not None and self._data_loop is not self.loop:
+            node.read_on(self._data_loop)
+            _blocking.reading(self._data_thread, lender, add=True)
+        try:
+            await self._run(node, membership, messenger)
+        finally:
+            if node.data_loop is not None:
+                _blocking.reading(self._data_thread, lender, add=False)
+
+    async def _run(self, node: Node, membership: MembershipDriver, messenger: Messenger) -> None:
+        stop = self._stop
+        assert stop is not None
         node.listen_links(messenger)
         remote_status = self.remote_status = RemoteStatus(node)  # skycluster members
         node.handle_frames(frame_types.OPERATIONS, remote_status.frame_received)
@@ -211,7 +233,7 @@ class Runtime:
             strategies.spawn(self._supervise(node, name, topology), name=f"strategy {name}")
         self._started.set_result(None)
         try:
-            await self._stop.wait()
+            await stop.wait()
         finally:
             await strategies.aclose()
             if keeper is not None:

@@ -18,8 +18,10 @@ The distribution layer never imports the layers above it; they plug in here
   the node's names (``nodes()``, ``connect``, ``disconnect``).
 
 Everything here is called on the node's loop, from the link's protocol
-callbacks: it must be quick and must not block. An exception that a handler
-raises closes that link only (logged and counted as a protocol error).
+callbacks, except that a handler registered with ``any_thread=True`` and
+``read_done`` also run on the data loop (``Node.data_loop``) for the links it
+reads: it must be quick and must not block. An exception that a handler raises
+closes that link only (logged and counted as a protocol error).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class LinkListener(Protocol):
         """``link``, once up, closed; no frame of it follows."""
 
     def read_done(self) -> None:
-        """One read from a socket was handled, every frame it held (a batch ends)."""
+        """One read from a socket was handled, every frame it held (a batch ends);
+        on the thread that read it."""
 
     def pause_writing(self, link: Link) -> None:
         """``link``'s socket buffer is full: write no more to it until resumed."""

@@ -8,10 +8,15 @@ cores (:mod:`handshake`, :mod:`frames`); decisions about links belong to the
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
 import os
+import socket
+import termios
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from skycluster.distribution import frames
@@ -96,7 +101,7 @@ class Link(asyncio.BufferedProtocol):
         self.rtt: float | None = None
         self.down_reason: DownReason | None = None
         self.closing = False
-        self.reading_paused = False  # held back by a full mailbox; silence is not death
+        self.held_back = False  # reading paused by a full mailbox (see reading_paused)
         # Writes hold this lock: another thread may write a small frame straight
         # to the socket (_fd) when the link is idle (write_direct).
         self._write_lock = threading.Lock()
@@ -110,6 +115,14 @@ class Link(asyncio.BufferedProtocol):
         # An accepted connection's first read may belong to the node's second
         # protocol (Node.speak_also): its first bytes tell.
         self._sniff = not initiator
+        # Reading on the data loop (the application's, see Node.data_loop): a duplicate
+        # of the socket that loop reads; whether it reads it now (guarded by _read_lock).
+        self._data_sock: socket.socket | None = None
+        self._data_active = False
+        self._data_registered = False  # the reader is on the data loop (its thread only)
+        self._waiting_seen = 0  # unread bytes at the node's last look (_watch_data_reading)
+        self._socket_full = 0  # unread bytes from which the socket counts as full
+        self._read_lock = threading.Lock()
 
     # -- asyncio.Protocol -----------------------------------------------------
 
@@ -156,6 +169,8 @@ class Link(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         with self._write_lock:
             self._fd = None  # before asyncio closes the socket: nobody writes to a reused fd
+        if self._data_sock is not None:
+            self._data_closed()
         if self._timer is not None:
             self._timer.cancel()
         if not self.established.done():
@@ -214,6 +229,8 @@ class Link(asyncio.BufferedProtocol):
         self.node.link_listener.link_up(self)
         if event.rest:
             self._link_data(event.rest)
+        if self._fd is not None and self.node.data_loop is not None:
+            self._hand_reading_over()
 
     def release(self) -> None:
         """Give the connection up to another protocol (:meth:`Node.sniffed`): no
@@ -260,6 +277,236 @@ class Link(asyncio.BufferedProtocol):
         finally:
             node.link_listener.read_done()
 
+    # -- reading on the data loop -----------------------------------------------
+    #
+    # The node's thread authenticates the link, then hands its reading to the data
+    # loop (the application's): a reply or a request reaches its caller or its
+    # mailbox without a hop between threads. Frames only the node's thread may
+    # handle (heartbeats, peer lists, operations) are passed to it. Writing stays
+    # as it was (the transport on the node's loop, or write_direct). While the data
+    # loop does not read (blocked, busy), bytes wait in the socket: the node's
+    # thread counts them as a sign of life (ping), so a blocked application never
+    # makes a peer look dead; and a blocking call on the data loop's thread, or a
+    # data loop that stopped, gives the reading back to the node's thread.
+
+    def _hand_reading_over(self) -> None:
+        """Let the data loop read this link from now on (the node's loop)."""
+        transport = self.transport
+        if self._fd is None or transport is None or transport.is_closing() or self.closing:
+            return  # going down
+        if self._data_sock is None:
+            try:
+                self._data_sock = socket.socket(fileno=os.dup(self._fd))
+            except OSError:
+                return  # read on the node's loop, as without a data loop
+        with self._read_lock:
+            self._data_active = True
+        if not self.held_back:
+            transport.pause_reading()
+        if not self._to_data_loop(self._data_register):
+            self._take_reading_back()
+
+    def _take_reading_back(self) -> None:
+        """The node's loop reads this link again (the node's loop)."""
+        with self._read_lock:  # never while the data loop is in the middle of a read
+            if not self._data_active:
+                return
+            self._data_active = False
+        if (
+            not self.held_back
+            and self.transport is not None
+            and not self.transport.is_closing()
+        ):
+            self.transport.resume_reading()
+
+    def _to_data_loop(self, callback: Callable[[], None]) -> bool:
+        loop = self.node.data_loop
+        if loop is None:
+            return False
+        try:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:  # that loop is closed
+            return False
+        return True
+
+    def _data_register(self) -> None:
+        """(the data loop) Read the socket, unless held back or taken back."""
+        sock = self._data_sock
+        if (
+            sock is None
+            or self._data_registered
+            or not self._data_active
+            or self.held_back
+            or self.closing
+        ):
+            return
+        loop = self.node.data_loop
+        assert loop is not None
+        loop.add_reader(sock.fileno(), self._data_readable)
+        self._data_registered = True
+
+    def _data_unregister(self) -> None:
+        """(the data loop) Stop reading the socket there."""
+        if self._data_registered:
+            self._data_registered = False
+            loop = self.node.data_loop
+            sock = self._data_sock
+            if loop is not None and sock is not None and not loop.is_closed():
+                loop.remove_reader(sock.fileno())
+
+    def _data_readable(self) -> None:
+        """(the data loop) Bytes arrived: read them and handle the frames."""
+        with self._read_lock:
+            sock = self._data_sock
+            if sock is None or not self._data_active or self.held_back:
+                self._data_unregister()
+                return
+            node = self.node
+            buffer = node.data_read_buffer
+            try:
+                nbytes = sock.recv_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._data_unregister()
+                self._to_node(self.abort)
+                return
+            if nbytes == 0:  # the peer closed: close our side too (eof_received)
+                self._data_unregister()
+                self._to_node(self.close)
+                return
+            self.last_received = time.monotonic()
+            self._waiting_seen = 0
+            node.traffic.bytes_in += nbytes
+            node.data_reading = True
+            try:
+                self._data_frames(buffer[:nbytes])
+            except Exception as exc:  # a bug must cost this connection only
+                log.exception("unexpected error on the connection with %s", self.peer_address)
+                self._data_unregister()
+                self._to_node(self._failed, f"internal error: {exc.__class__.__name__}")
+            finally:
+                node.data_reading = False
+
+    def lend_reading(self) -> None:
+        """(the data loop's thread, not in a read) The node's loop reads this link
+        while that thread blocks (see _blocking.waiting_for_data). Asked whatever
+        _data_active says now: a hand-over still queued on the node's loop (the last
+        reclaim) runs before this and would otherwise leave the reading here."""
+        if self._data_sock is not None:
+            self._to_node(self._take_reading_back)
+
+    def reclaim_reading(self) -> None:
+        """(the data loop's thread) The data loop reads this link again."""
+        if self._data_sock is not None and self.node.data_loop is not None:
+            self._to_node(self._hand_reading_over)
+
+    def _data_frames(self, data: memoryview) -> None:
+        """(the data loop) The frames of one read: those whose handler may run on any
+        thread here, the others passed to the node's loop, in order."""
+        node = self.node
+        handlers = node.data_frame_handlers
+        frame_kind = frames.frame_kind
+        traffic = node.traffic
+        try:
+            for payload in self._decoder.feed(data):
+                traffic.frames_in += 1
+                kind = frame_kind(payload)
+                handler = handlers[kind]
+                if handler is not None:
+                    handler(self, kind, payload)
+                else:
+                    self._to_node(self._node_frame, kind, payload)
+        except (frames.FrameError, ValueError, TypeError, IndexError) as exc:
+            self._data_unregister()
+            self._to_node(self._failed, str(exc))
+        finally:
+            node.link_listener.read_done()
+
+    def _to_node(self, callback: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the node's loop is gone
+            self.node.loop.call_soon_threadsafe(callback, *args)
+
+    def _node_frame(self, kind: int, payload: bytes) -> None:
+        """(the node's loop) A frame the data loop read that is the node's to handle."""
+        if not self.up or self.transport is None or self.transport.is_closing():
+            return
+        node = self.node
+        try:
+            handler = node.frame_handlers[kind]
+            if handler is not None:
+                handler(self, kind, payload)
+            else:
+                self._handle(frames.unpack(payload))
+        except (frames.FrameError, ValueError, TypeError, IndexError) as exc:
+            self._failed(str(exc))
+        finally:
+            node.link_listener.read_done()
+
+    def _failed(self, why: str) -> None:
+        """(the node's loop) A protocol error on a link the data loop read."""
+        self.node.protocol_error(self, why)
+        self.abort()
+
+    def _data_closed(self) -> None:
+        """(the node's loop) The connection is lost: end the data loop's reading; the
+        duplicate socket is closed there (it may be registered), after a shutdown
+        here so that the peer sees the end now, whatever that loop does."""
+        sock = self._data_sock
+        assert sock is not None
+        with self._read_lock:
+            self._data_active = False
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+        def close() -> None:
+            self._data_unregister()
+            self._data_sock = None
+            sock.close()
+
+        if not self._to_data_loop(close):
+            self._data_sock = None
+            sock.close()
+
+    def _watch_data_reading(self, now: float) -> bool:
+        """(the node's loop) Whether bytes arrived that a busy or blocked data loop
+        has not read yet: more waiting in the socket than at the last look (the peer
+        spoke since), or a full socket (we hold the peer back, as a full inbox does).
+        A sign of life: stamped. A data loop that stopped running gives the reading
+        back (what waited is read now: True too)."""
+        loop = self.node.data_loop
+        sock = self._data_sock
+        if loop is None or sock is None or not self._data_active:
+            return False
+        if not loop.is_running():
+            self._take_reading_back()
+            return True
+        try:
+            fd = sock.fileno()
+            waiting = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), "little")
+            if self._socket_full == 0:
+                self._socket_full = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 4
+        except OSError:
+            return False
+        seen, self._waiting_seen = self._waiting_seen, waiting
+        if waiting > seen or waiting >= self._socket_full:
+            self.last_received = now
+            return True
+        return False
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether silence is not death now (asked by the heartbeat verdicts, on the
+        node's loop): its bytes wait for us, because a full inbox holds the link back
+        or because the data loop has not read them yet."""
+        if self.held_back:
+            return True
+        return self._data_sock is not None and self._watch_data_reading(time.monotonic())
+
+    @reading_paused.setter
+    def reading_paused(self, paused: bool) -> None:
+        self.held_back = paused
+
     def _handle(self, frame: Any) -> None:
         """A frame of the link's own, or of a type nobody handles."""
         if not isinstance(frame, list) or not frame or not isinstance(frame[0], int):
@@ -287,6 +534,8 @@ class Link(asyncio.BufferedProtocol):
         self._write(data)
 
     def ping(self, now: float) -> None:
+        if self._data_sock is not None:
+            self._watch_data_reading(now)
         self._ping_seq += 1
         self.last_ping = now
         self.send([PING, self._ping_seq])
@@ -378,15 +627,26 @@ class Link(asyncio.BufferedProtocol):
         self.node.link_listener.resume_writing(self)
 
     def pause_reading(self) -> None:
-        if self.transport is not None and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()
+        """Stop reading (a full inbox), on the thread that reads the link."""
+        if self.transport is not None and not self.held_back:
+            self.held_back = True
+            if self._data_active:
+                self._data_unregister()  # the data loop reads it: we are on that loop
+            else:
+                self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and self.reading_paused:
-            self.reading_paused = False
+        """Read again (the node's loop)."""
+        if self.transport is not None and self.held_back:
+            self.held_back = False
             self.last_received = time.monotonic()
-            if not self.transport.is_closing():
+            if self.transport.is_closing():
+                return
+            if self._data_active:
+                if not self._to_data_loop(self._data_register):
+                    self._data_active = False
+                    self.transport.resume_reading()
+            else:
                 self.transport.resume_reading()
 
     def goodbye(self, reason: str) -> None:

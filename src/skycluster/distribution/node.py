@@ -77,6 +77,13 @@ class Node:
         # The handler of each frame type the link does not handle itself, by type
         # (a list: indexed once per frame); None: the link's own, or ignored.
         self.frame_handlers: list[FrameHandler | None] = [None] * frame_types.ALL.stop
+        # The loop that reads established plain-TCP links (link.py), when the runtime
+        # names one (the application's): only these handlers run there, the link's
+        # own frames and the others go to the node's loop.
+        self.data_loop: asyncio.AbstractEventLoop | None = None
+        self.data_frame_handlers: list[FrameHandler | None] = [None] * frame_types.ALL.stop
+        self.data_read_buffer = memoryview(b"")  # the data loop's (link.py), once it has one
+        self.data_reading = False  # the data loop is handling a read (its thread only)
         self.link_listener: LinkListener = NoListener()
         self.decider: Decider | None = None  # decides about links: decide_with()
         self.second_protocol: SecondProtocol | None = None  # speak_also()
@@ -158,10 +165,14 @@ class Node:
 
     # -- what the layers above plug in -----------------------------------------
 
-    def handle_frames(self, kinds: range, handler: FrameHandler) -> None:
+    def handle_frames(
+        self, kinds: range, handler: FrameHandler, *, any_thread: bool = False
+    ) -> None:
         """Give every frame whose type is in ``kinds`` to ``handler`` (see
         :mod:`skycluster.distribution.hooks`); a type has one handler at most, and
-        the link's own types (:data:`frame_types.LINK`) none."""
+        the link's own types (:data:`frame_types.LINK`) none. ``any_thread``: the
+        handler may run on the data loop's thread too (it is thread-safe), so that
+        these frames are handled where they are read."""
         every = frame_types.ALL
         if kinds.step != 1 or kinds.start < every.start or kinds.stop > every.stop:
             raise ValueError(f"frame types are {frame_types.ALL}, got {kinds}")
@@ -172,6 +183,26 @@ class Node:
                 raise ValueError(f"frame type {kind} has a handler already")
         for kind in kinds:
             self.frame_handlers[kind] = handler
+            if any_thread:
+                self.data_frame_handlers[kind] = handler
+
+    def read_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let ``loop`` (another thread's) read the links established from now on."""
+        self.data_loop = loop
+        self.data_read_buffer = memoryview(bytearray(READ_SIZE))
+
+    def lend_reading(self) -> None:
+        """(the data loop's thread, about to block in a wait for a link's data, not
+        while it reads) The node's loop reads every link until :meth:`reclaim_reading`."""
+        if self.data_reading:
+            return  # a handler blocks in the middle of a read: nothing can be lent
+        for link in list(self.links.values()):
+            link.lend_reading()
+
+    def reclaim_reading(self) -> None:
+        """(the data loop's thread) The data loop reads the links again."""
+        for link in list(self.links.values()):
+            link.reclaim_reading()
 
     def decide_with(self, decider: Decider) -> None:
         """Let ``decider`` take every decision about links (one decider)."""

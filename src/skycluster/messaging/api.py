@@ -320,7 +320,8 @@ class Messaging:
                 self._offer_blocking(
                     messenger, ident, node, timeout, kind=wire.CALL, key=None, head=head, data=data
                 )
-            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+            with _blocking.waiting_for_data():
+                return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except (TimeoutError, concurrent.futures.TimeoutError):
             raise CallTimeout(
                 f"no reply from mailbox {name!r} on {ident} within {timeout} s"

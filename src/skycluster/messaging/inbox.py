@@ -243,7 +243,8 @@ class Inbox:
                 _blocking.refuse_on_node_loop("receive() of a mailbox or subscription")
                 self._sync_waiting += 1
                 try:
-                    self._ready.wait(remaining)
+                    with _blocking.waiting_for_data():
+                        self._ready.wait(remaining)
                 finally:
                     self._sync_waiting -= 1
             item = self._items.popleft()

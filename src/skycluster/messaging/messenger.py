@@ -46,7 +46,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("skycluster.messaging")
 
 Resolver = Callable[[BaseException | None, Any], None]
-_OnFrame = Callable[["Link", list[Any], codec.Undecodable | None], None]
+_OnFrame = Callable[["Link", list[Any], codec.Undecodable | None, set[Inbox]], None]
+
+
+class _ReadState:
+    """The decoder and the inboxes to wake of the reads on one thread."""
+
+    __slots__ = ("decoder", "to_wake")
+
+    def __init__(self) -> None:
+        self.decoder = codec.Decoder()
+        self.to_wake: set[Inbox] = set()  # inboxes filled by the current read
 
 
 class Messenger:
@@ -74,10 +84,13 @@ class Messenger:
         self.calls: dict[int, tuple[str, Resolver]] = {}
         self.refs = itertools.count(1)
         self._lock = threading.Lock()  # registrations
-        self._decoder = codec.Decoder()
+        # What a read needs, one per thread that reads links: the node's, and the
+        # data loop's when the node has one (Node.data_loop).
+        self._node_read = _ReadState()
+        self._data_read = _ReadState()
         self._reassembly: dict[Link, wire.Reassembler] = {}
         self._held: dict[Link, set[Inbox]] = {}
-        self._to_wake: set[Inbox] = set()  # inboxes filled by the current read
+        self._held_lock = threading.Lock()
         # Each cause (a mailbox, a sender, a kind of bad message) is logged once.
         self._logged = RateLimit(window=math.inf, capacity=10_000)
         self._deadlines: dict[asyncio.AbstractEventLoop, Deadlines] = {}
@@ -178,7 +191,7 @@ class Messenger:
         :meth:`read_done`); False when nothing here has that name."""
         box = self.mailboxes.get(name)
         if box is not None:
-            if box.put_many([value], self._to_wake):
+            if box.put_many([value], self._node_read.to_wake):
                 self.counters.add("mailbox_over_limit")  # an Erlang link is not held back
             return True
         if name in self.handlers:
@@ -305,7 +318,8 @@ class Messenger:
 
     def link_down(self, link: Link) -> None:
         self._reassembly.pop(link, None)
-        held = self._held.pop(link, None)
+        with self._held_lock:
+            held = self._held.pop(link, None)
         if held:
             for inbox in held:
                 inbox.blocking = False
@@ -365,11 +379,17 @@ class Messenger:
 
     # -- frames that arrive (the node's loop) -----------------------------------
 
+    def _read_state(self) -> _ReadState:
+        if threading.get_ident() == self.loop_thread:
+            return self._node_read
+        return self._data_read
+
     def read_done(self) -> None:
         """The end of one read from a socket: wake the getters of what it filled."""
-        if self._to_wake:
-            inboxes = list(self._to_wake)
-            self._to_wake.clear()
+        to_wake = self._read_state().to_wake
+        if to_wake:
+            inboxes = list(to_wake)
+            to_wake.clear()
             for inbox in inboxes:
                 inbox._wake()
 
@@ -387,7 +407,8 @@ class Messenger:
         if by_kind is None:
             return  # a later version's frame: ignored
         check, handle = by_kind
-        decoder = self._decoder
+        state = self._read_state()
+        decoder = state.decoder
         decoder.failed = None
         try:
             frame = check(decoder.decode(payload))
@@ -398,7 +419,7 @@ class Messenger:
         # one comparison); a larger one is measured message by message.
         if len(payload) > self.max_message_size and self._drop_too_large(link, payload, frame):
             return
-        handle(link, frame, decoder.failed)
+        handle(link, frame, decoder.failed, state.to_wake)
 
     def _drop_too_large(self, link: Link, payload: bytes, frame: list[Any]) -> bool:
         """Apply max_message_size to each message of ``frame``, received: drop and
@@ -437,7 +458,9 @@ class Messenger:
                 entry[1](MessageTooLarge(f"the reply from {entry[0]} is {why}"), None)
         return True
 
-    def _on_send(self, link: Link, frame: list[Any], failed: codec.Undecodable | None) -> None:
+    def _on_send(
+        self, link: Link, frame: list[Any], failed: codec.Undecodable | None, to_wake: set[Inbox]
+    ) -> None:
         _, key, messages = frame
         if failed is not None:
             messages = self._good(link, messages, failed)
@@ -456,18 +479,22 @@ class Messenger:
                 key,
             )
             return
-        if box.put_many(messages, self._to_wake):
+        if box.put_many(messages, to_wake):
             self._hold(link, box)
 
-    def _on_publish(self, link: Link, frame: list[Any], failed: codec.Undecodable | None) -> None:
+    def _on_publish(
+        self, link: Link, frame: list[Any], failed: codec.Undecodable | None, to_wake: set[Inbox]
+    ) -> None:
         _, key, messages = frame
         if failed is not None:
             messages = self._good(link, messages, failed)
         for sub in self.topics.get(key, ()):
-            if sub.put_many(messages, self._to_wake):
+            if sub.put_many(messages, to_wake):
                 self._hold(link, sub)
 
-    def _on_call(self, link: Link, frame: list[Any], failed: codec.Undecodable | None) -> None:
+    def _on_call(
+        self, link: Link, frame: list[Any], failed: codec.Undecodable | None, to_wake: set[Inbox]
+    ) -> None:
         _, key, ref, request = frame
         ident = link.identity
         assert ident is not None
@@ -490,10 +517,12 @@ class Messenger:
                 return
             self.reply(ident, ref, key, result)  # a result it cannot send fails the call only
             return
-        if box.put_many([Request(request, ident, self._replier(ident, ref, key))], self._to_wake):
+        if box.put_many([Request(request, ident, self._replier(ident, ref, key))], to_wake):
             self._hold(link, box)
 
-    def _on_reply(self, link: Link, frame: list[Any], failed: codec.Undecodable | None) -> None:
+    def _on_reply(
+        self, link: Link, frame: list[Any], failed: codec.Undecodable | None, to_wake: set[Inbox]
+    ) -> None:
         _, ref, status, value = frame
         entry = self.calls.pop(ref, None)
         if entry is None:
@@ -580,10 +609,12 @@ class Messenger:
     # -- holding a link back while an inbox is full -----------------------------
 
     def _hold(self, link: Link, inbox: Inbox) -> None:
-        held = self._held.setdefault(link, set())
-        if inbox in held:
-            return
-        held.add(inbox)
+        """(the thread that reads ``link``)"""
+        with self._held_lock:
+            held = self._held.setdefault(link, set())
+            if inbox in held:
+                return
+            held.add(inbox)
         self.counters.add("links_held_back")
         link.pause_reading()
         inbox.hold(self._drained_threadsafe)
@@ -593,11 +624,15 @@ class Messenger:
             self.loop.call_soon_threadsafe(self._drained, inbox)
 
     def _drained(self, inbox: Inbox) -> None:
-        for link, held in list(self._held.items()):
-            held.discard(inbox)
-            if not held:
-                del self._held[link]
-                link.resume_reading()
+        resume = []
+        with self._held_lock:
+            for link, held in list(self._held.items()):
+                held.discard(inbox)
+                if not held:
+                    del self._held[link]
+                    resume.append(link)
+        for link in resume:
+            link.resume_reading()
 
     # -- helpers ----------------------------------------------------------------
 
