@@ -21,8 +21,12 @@ from skycluster._tasks import TaskSet
 from skycluster.config import DEFAULTS
 from skycluster.cookie import ENV as COOKIE_ENV
 from skycluster.cookie import load_cookie
+from skycluster.erlang.atom import Atom
 from skycluster.erlang.cookie import load_erlang_cookie
+from skycluster.erlang.erpc import Exposed
 from skycluster.erlang.node import ErlangNode
+from skycluster.erlang.values import Pid
+from skycluster.erlang_processes import ErlangProcesses
 from skycluster.errors import StartError
 from skycluster.events import (
     DEFAULT_QUEUE_SIZE,
@@ -136,6 +140,7 @@ class Cluster:
             if self.settings.erlang
             else None
         )
+        self._exposed = Exposed()  # the functions Erlang may rpc:call (erlang=True)
         self.topologies: dict[str, Topology] = check_topologies(topologies)
         self._restart_backoff = config.OPTIONS["strategy_restart_backoff"].checked(
             strategy_restart_backoff
@@ -203,6 +208,7 @@ class Cluster:
             self.topologies,
             restart_backoff=self._restart_backoff,
             erlang_cookie=self._erlang_cookie,
+            exposed=self._exposed,
         )
         future = self._runtime.start()
         future.add_done_callback(self._join_if_failed)
@@ -502,14 +508,89 @@ class Cluster:
         """Send ``request`` to mailbox ``name`` on ``node`` and wait for the answer
         its owner gives with ``request.reply(value)``. Raises CallTimeout (no answer
         in time), NodeDisconnected (the link went down first: at once),
-        NoSuchMailbox, NodeUnreachable."""
+        NoSuchMailbox, NodeUnreachable.
+
+        With ``erlang=True``, ``node`` may be a BEAM node: ``name`` is then a process
+        registered there and the call is ``gen_server:call`` (NoSuchMailbox when no
+        process has the name, ErlangCallError when it exits before replying)."""
+        if self.settings.erlang:
+            return self._call_either(node, name, request, timeout)
         return self._messaging.call(node, name, request, timeout=timeout)
 
     def call_blocking(
         self, node: str, name: str, request: Any, *, timeout: float = DEFAULT_CALL_TIMEOUT
     ) -> Any:
         """:meth:`call` for a plain thread."""
+        if self.settings.erlang:
+            ident = NodeName.parse(node).identity
+            if self._erlang_link(node) is None and ident not in self.nodes() and ident != self.name:
+                self.connect_blocking(node)
+            if self._erlang_link(node) is not None:
+                _blocking.refuse_on_node_loop("call_blocking()")
+                future = self._require().submit(self._erlang_call(ident, name, request, timeout))
+                return future.result()
         return self._messaging.call_blocking(node, name, request, timeout=timeout)
+
+    async def _call_either(self, node: str, name: str, request: Any, timeout: float) -> Any:
+        """call() on a node that speaks Erlang too: link first, then by the link's kind."""
+        ident = NodeName.parse(node).identity
+        if ident != self.name and self._erlang_link(node) is None and ident not in self.nodes():
+            await self.connect(node)
+        if self._erlang_link(node) is None:
+            return await self._messaging.call(node, name, request, timeout=timeout)
+        coro = self._erlang_call(ident, name, request, timeout)
+        return await asyncio.wrap_future(self._require().submit(coro))
+
+    async def _erlang_call(self, ident: str, name: str, request: Any, timeout: float) -> Any:
+        layer = self._erlang_layer()
+        return await layer.driver.call(Atom(ident), Atom(name), request, timeout=timeout)
+
+    def _erlang_layer(self) -> ErlangProcesses:
+        runtime = self._require()
+        layer = runtime.erlang_processes
+        if layer is None:
+            raise RuntimeError("this node does not speak Erlang distribution: erlang=True")
+        return layer
+
+    # -- Erlang processes (erlang=True; see docs/erlang.md) ---------------------
+
+    def expose(self, module: str, function: str, fn: Callable[..., Any]) -> None:
+        """Let Erlang's ``rpc:call(ThisNode, module, function, Args)`` (and ``erpc``)
+        run ``fn(*Args)``: a plain function in a worker thread, a coroutine function
+        on the node's loop. Nothing that is not exposed runs: such a call returns
+        ``{badrpc, {'EXIT', {undef, ...}}}``, as for a missing Erlang function."""
+        self._exposed.expose(module, function, fn)
+
+    def withdraw(self, module: str, function: str) -> None:
+        """Stop exposing ``module:function``."""
+        self._exposed.withdraw(module, function)
+
+    async def erlang_pid(self, name: str) -> Pid:
+        """The Erlang pid of the mailbox (or ``serve()`` name) ``name``: Erlang may
+        send to it and monitor it (``DOWN`` when the mailbox closes)."""
+        layer = self._erlang_layer()
+        return await asyncio.wrap_future(self._require().call(lambda: layer.pid(name)))
+
+    async def pg_join(self, group: Any, name: str, *, scope: str = "pg") -> None:
+        """The mailbox ``name`` joins the ``pg`` group ``group`` (an Erlang term:
+        ``Atom("workers")`` for ``workers``; a ``str`` is a binary) in ``scope``:
+        ``pg:get_members(Scope, Group)`` on the BEAM nodes lists it. It leaves when
+        the mailbox closes."""
+        layer = self._erlang_layer()
+        run = self._require().call(lambda: layer.pg_join(scope, group, name))
+        await asyncio.wrap_future(run)
+
+    async def pg_leave(self, group: Any, name: str, *, scope: str = "pg") -> None:
+        layer = self._erlang_layer()
+        await asyncio.wrap_future(self._require().call(lambda: layer.pg_leave(scope, group, name)))
+
+    async def pg_members(self, group: Any, *, scope: str = "pg") -> list[Pid]:
+        """Every pid in ``group`` this node knows of: its own mailboxes' and the BEAM
+        nodes' members (eventually consistent, as ``pg`` is)."""
+        layer = self._erlang_layer()
+        return await asyncio.wrap_future(
+            self._require().call(lambda: layer.pg_members(scope, group))
+        )
 
     @property
     def pubsub(self) -> PubSub:

@@ -35,10 +35,9 @@ from skycluster.distribution.epmd_protocol import HIGHEST_VERSION, LOWEST_VERSIO
 from skycluster.distribution.node import Node
 from skycluster.distribution.registration import RegistrationKeeper
 from skycluster.distribution.settings import NodeSettings, PortMapperSettings
-from skycluster.erlang.link import ErlangLink
-from skycluster.erlang.messages import Control, DistMessage
-from skycluster.erlang.netkernel import registered_name
-from skycluster.erlang.node import ControlHandler, ErlangNode
+from skycluster.erlang.erpc import Exposed
+from skycluster.erlang.node import ErlangNode
+from skycluster.erlang_processes import ErlangProcesses
 from skycluster.errors import NodeUnreachable
 from skycluster.events import EventBus
 from skycluster.membership.driver import MembershipDriver
@@ -74,10 +73,12 @@ class Runtime:
         *,
         restart_backoff: tuple[float, float] = (0.5, 30.0),
         erlang_cookie: bytes | None = None,
+        exposed: Exposed | None = None,
     ) -> None:
         self.settings = settings
         self._cookie = cookie
         self._erlang_cookie = erlang_cookie  # with settings.erlang
+        self._exposed = exposed if exposed is not None else Exposed()  # erpc: across restarts
         self._bus = bus
         self._topologies = dict(topologies)
         self._backoff = restart_backoff
@@ -94,6 +95,7 @@ class Runtime:
         self.remote_status: RemoteStatus | None = None
         self.membership: MembershipDriver | None = None
         self.erlang: ErlangNode | None = None  # settings.erlang: the node's Erlang links
+        self.erlang_processes: ErlangProcesses | None = None  # and the process layer on them
         self._stop: asyncio.Event | None = None
         self.registration_keeper: RegistrationKeeper | None = None
         self.operations: Operations | None = None
@@ -202,13 +204,15 @@ class Runtime:
         node.handle_frames(frame_types.OPERATIONS, remote_status.frame_received)
         operations = self.operations = Operations(node, self._bus)  # metrics, logs, HTTP
         erlang: ErlangNode | None = None
+        processes: ErlangProcesses | None = None
         if self.settings.erlang:
             assert self._erlang_cookie is not None, "erlang=True needs the Erlang cookie"
             erlang = self.erlang = ErlangNode(
                 node, self._erlang_cookie, after_read=messenger.read_done
             )
             node.speak_also(erlang)  # Erlang distribution on the same listening port
-            erlang.handle((Control.REG_SEND, Control.REG_SEND_TT), _reg_send(messenger, erlang))
+            # pids, monitors, calls, erpc and pg; REG_SEND into the mailboxes
+            processes = self.erlang_processes = ErlangProcesses(erlang, messenger, self._exposed)
         strategies = TaskSet(log)
         keeper: RegistrationKeeper | None = None
         try:
@@ -220,6 +224,8 @@ class Runtime:
             if keeper is not None:
                 await keeper.close()
             await operations.aclose()
+            if processes is not None:
+                await processes.aclose()
             if erlang is not None:
                 await erlang.aclose()
             messenger.close()
@@ -239,6 +245,8 @@ class Runtime:
             if keeper is not None:
                 await keeper.close()
             await operations.aclose()
+            if processes is not None:
+                await processes.aclose()
             if erlang is not None:
                 await erlang.aclose()
             messenger.close()  # ends every mailbox and call before the links close
@@ -285,20 +293,6 @@ class Runtime:
                 node.emit("strategy.error", {"delay": delay}, topology=name, error=repr(exc))
                 ctx.log.exception("strategy %s crashed; restarting in %.1f s", name, delay)
             await asyncio.sleep(delay)
-
-
-def _reg_send(messenger: Messenger, erlang: ErlangNode) -> ControlHandler:
-    """``{Name, Node} ! Message`` from a BEAM node: into the mailbox (or ``serve()``
-    handler) ``Name``, the message decoded as docs/erlang.md's table says."""
-
-    def deliver(link: ErlangLink, message: DistMessage) -> None:
-        name = registered_name(message)
-        if name is None or not message.has_payload:
-            erlang.dropped(link, message, "a REG_SEND without a name or a message")
-        elif not messenger.deliver_value(name.name, message.payload):
-            erlang.dropped(link, message, f"no mailbox named {name.name!r} here")
-
-    return deliver
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

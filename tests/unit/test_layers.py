@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("membership", ["membership"]),
     ("configuration", ["config"]),
     ("services", ["messaging", "ops", "strategy", "erlang"]),
-    ("assembly", ["runtime", "cluster", "cli", "__init__", "__main__"]),
+    ("assembly", ["runtime", "erlang_processes", "cluster", "cli", "__init__", "__main__"]),
 ]
 
 # Packages of one layer that stand side by side: neither imports the other.

@@ -324,7 +324,6 @@ class Node:
                 "connect.error", took, peer=ident, address=address, reason=reason, error=error
             )
 
-
     async def _address_of(self, name: NodeName) -> tuple[str, int]:
         if name.port is not None:
             return name.host, name.port

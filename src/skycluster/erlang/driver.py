@@ -115,7 +115,10 @@ class ProcessDriver:
 
     def _dropped(self, effect: Dropped) -> None:
         self.counters.add(effect.counter)
-        self._logged.log(log, logging.WARNING, effect.counter, "dropped: %s", effect.why)
+        self.counters.add("erlang_messages_dropped")  # all causes together
+        self._logged.log(
+            log, logging.WARNING, effect.counter, "dropping an Erlang message %s", effect.why
+        )
 
     def _answerer(self, call: IncomingCall) -> Callable[[Any], None]:
         def answer(value: Any) -> None:

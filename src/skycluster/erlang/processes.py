@@ -159,9 +159,13 @@ class Processes:
     def receive(self, peer: Atom, message: DistMessage) -> list[Effect]:
         """One control message (and payload) from the link to ``peer``."""
         try:
-            return self._receive(message)
+            effects = self._receive(message)
         except (BadControl, ValueError, TypeError, IndexError) as exc:  # a term of the wrong shape
             return [Dropped("erlang_bad_control", f"from {peer}: {exc}")]
+        return [
+            Dropped(e.counter, f"from {peer}: {e.why}") if isinstance(e, Dropped) else e
+            for e in effects
+        ]
 
     def _receive(self, message: DistMessage) -> list[Effect]:
         control = message.control

@@ -95,6 +95,9 @@ class Messenger:
         self._logged = RateLimit(window=math.inf, capacity=10_000)
         self._deadlines: dict[asyncio.AbstractEventLoop, Deadlines] = {}
         self.closed = False
+        # Told (name, True) when a mailbox or handler takes a name, (name, False) when
+        # it gives it up; from the registering thread, outside the lock.
+        self.name_listeners: list[Callable[[str, bool], None]] = []
         # Per frame type: the check of its shape (raises when malformed), its handler.
         self._by_kind: dict[int, tuple[Callable[[Any], list[Any]], _OnFrame]] = {
             wire.SEND: (_batch, self._on_send),
@@ -109,19 +112,27 @@ class Messenger:
         with self._lock:
             self._check_free(name)
             box = self.mailboxes[name] = Mailbox(self, name, maxsize)
+        self._named(name, True)
         return box
 
     def serve(self, name: str, handler: Callable[[Any], Any]) -> Callable[[], None]:
         with self._lock:
             self._check_free(name)
             self.handlers[name] = handler
+        self._named(name, True)
 
         def stop() -> None:
             with self._lock:
-                if self.handlers.get(name) is handler:
-                    del self.handlers[name]
+                if self.handlers.get(name) is not handler:
+                    return
+                del self.handlers[name]
+            self._named(name, False)
 
         return stop
+
+    def _named(self, name: str, present: bool) -> None:
+        for listener in self.name_listeners:
+            listener(name, present)
 
     def _check_free(self, name: str) -> None:
         """A mailbox or handler may take ``name`` (called with the lock held)."""
@@ -134,8 +145,10 @@ class Messenger:
 
     def unregister(self, box: Mailbox) -> None:
         with self._lock:
-            if self.mailboxes.get(box.name) is box:
-                del self.mailboxes[box.name]
+            if self.mailboxes.get(box.name) is not box:
+                return
+            del self.mailboxes[box.name]
+        self._named(box.name, False)
 
     def subscribe(self, topic: str, maxsize: int) -> TopicSubscription:
         if not isinstance(topic, str):

@@ -53,8 +53,10 @@ def table(status: Mapping[str, Any], now: float | None = None) -> str:
     summary = f"{peers} peer{'' if peers == 1 else 's'} linked to {status.get('node')}; {ready}"
     unlinked = status.get("unlinked_pairs") or 0
     if unlinked:
-        pairs = "1 pair should be linked and is not" if unlinked == 1 else (
-            f"{unlinked} pairs should be linked and are not"
+        pairs = (
+            "1 pair should be linked and is not"
+            if unlinked == 1
+            else (f"{unlinked} pairs should be linked and are not")
         )
         summary += f"; {pairs}"
     lines.append(summary)
