@@ -139,9 +139,10 @@ class ErlangProcesses:
             return
         try:
             result = handler(call.request)
-        except Exception:  # the caller gets no reply: its call times out, as a hung server's
+        except Exception as exc:  # the caller's call exits with the error, as on a crash
             self.counters.add("handler_errors")
             log.exception("the handler of %r raised on a call from %s", name.name, caller)
+            self.driver.call_failed(call, exc)
             return
         try:
             answer(result)

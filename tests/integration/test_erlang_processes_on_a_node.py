@@ -131,6 +131,12 @@ def test_pids_monitors_and_gen_server_calls_both_ways(erl_node: ErlNode) -> None
             stop = py.serve("doubler", lambda n: 2 * n)
             called = await erl.apply("gen_server", "call", [(Atom("doubler"), Atom(PY)), 21])
             assert called == 42
+            # a handler that raises: the Erlang caller exits with the error at once
+            failed = await erl.apply(
+                "gen_server", "call", [(Atom("doubler"), Atom(PY)), Atom("two"), 60_000]
+            )
+            assert failed[0] == Atom("EXIT") and failed[1][0][:2] == (Atom("python"), b"TypeError")
+            assert py.stats()["handler_errors"] == 1
             stop()
             missing = await erl.apply("gen_server", "call", [(Atom("doubler"), Atom(PY)), 1])
             assert missing[0] == Atom("EXIT") and missing[1][0] == Atom("noproc")

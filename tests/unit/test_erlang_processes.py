@@ -140,6 +140,24 @@ def test_a_gen_call_to_a_mailbox_is_a_call_and_its_reply_goes_to_the_caller() ->
     assert answer.message.control == (2, Atom(""), THEM) and answer.message.payload == (tag, 42)
 
 
+def test_a_failed_answer_fires_only_the_callers_monitor() -> None:
+    p = Processes(PY, CREATION)
+    pid = p.mailbox_opened(Atom("jobs"))
+    other = Reference(ERL, 5, (7, 7, 7))
+    p.receive(ERL, monitor(THEM, Atom("jobs"), REF))  # the caller's, its tag's Mref
+    p.receive(ERL, monitor(THEM, pid, other))  # someone else's, on the same mailbox
+    tag = ImproperList((Atom("alias"),), REF)
+    message = reg_send(THEM, Atom("jobs"), (Atom("$gen_call"), (THEM, tag), 1))
+    (got,) = p.receive(ERL, message)
+    (down,) = wire(p.call_failed(got.call, ValueError("bad")))
+    why = (Atom("python"), b"ValueError", b"bad")
+    assert down.message.control == (21, Atom("jobs"), THEM, REF, why)
+    assert len(p.monitors) == 1 and p.call_failed(got.call, ValueError("again")) == []
+    plain = reg_send(THEM, Atom("jobs"), (Atom("$gen_call"), (THEM, REF), 1))  # no alias tag
+    (got,) = p.receive(ERL, plain)
+    assert p.call_failed(got.call, ValueError("bad")) == []
+
+
 # -- gen_server:call from Python --------------------------------------------------
 
 

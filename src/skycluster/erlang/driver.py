@@ -120,6 +120,11 @@ class ProcessDriver:
             log, logging.WARNING, effect.counter, "dropping an Erlang message %s", effect.why
         )
 
+    def call_failed(self, call: IncomingCall, exc: BaseException) -> None:
+        """The Python code answering ``call`` raised ``exc`` (see
+        :meth:`Processes.call_failed`)."""
+        self.apply(list(self.processes.call_failed(call, exc)))
+
     def _answerer(self, call: IncomingCall) -> Callable[[Any], None]:
         def answer(value: Any) -> None:
             self._out(self.processes.reply(call, value))

@@ -88,6 +88,11 @@ def _spawn_reply(req_id: Reference, caller: Pid, flags: int, result: Pid | Atom)
     return DistMessage((int(Control.SPAWN_REPLY), req_id, caller, flags, result))
 
 
+def python_error(exc: BaseException) -> tuple[Atom, bytes, bytes]:
+    """A Python exception as an Erlang reason: ``{python, <<"ClassName">>, <<"text">>}``."""
+    return (PYTHON, type(exc).__name__.encode(), str(exc).encode())
+
+
 def _frame(module: Atom, function: Atom, args: list[Any]) -> tuple[Any, ...]:
     return (module, function, args, [])
 
@@ -171,8 +176,8 @@ class Erpc:
     def failed(self, job: Job, exc: BaseException) -> list[Outgoing]:
         """``job``'s function raised ``exc``: Erlang sees ``error`` with the reason
         ``{python, ClassName, Text}`` (binaries) and the called function as stack."""
-        why = (PYTHON, type(exc).__name__.encode(), str(exc).encode())
-        return self.finish(job, error=(why, [_frame(job.module, job.function, job.args)]))
+        stack = [_frame(job.module, job.function, job.args)]
+        return self.finish(job, error=(python_error(exc), stack))
 
 
 def _undefined(*_args: Any) -> Any:

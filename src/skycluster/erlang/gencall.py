@@ -24,9 +24,10 @@ from skycluster.erlang.effects import BadControl, Outgoing
 from skycluster.erlang.local import LocalProcesses
 from skycluster.erlang.messages import reg_send, send
 from skycluster.erlang.monitors import demonitor_request, monitor_request
-from skycluster.erlang.values import Pid, Reference
+from skycluster.erlang.values import ImproperList, Pid, Reference
 
 GEN_CALL: Final = Atom("$gen_call")
+ALIAS: Final = Atom("alias")
 NOCONNECTION: Final = Atom("noconnection")
 
 
@@ -50,6 +51,15 @@ def parse_call(message: Any) -> IncomingCall | None:
     if not (isinstance(origin, tuple) and len(origin) == 2 and isinstance(origin[0], Pid)):
         raise BadControl(f"a $gen_call from {origin!r}, not {{Pid, Tag}}")
     return IncomingCall(origin[0], origin[1], message[2])
+
+
+def caller_monitor(call: IncomingCall) -> Reference | None:
+    """The monitor the caller holds on the callee during the call: OTP 24 and later
+    tag a call ``[alias | Mref]``, ``Mref`` being that monitor."""
+    tag = call.tag
+    if isinstance(tag, ImproperList) and tag.items == (ALIAS,) and isinstance(tag.tail, Reference):
+        return tag.tail
+    return None
 
 
 def reply(call: IncomingCall, value: Any) -> Outgoing:

@@ -120,6 +120,19 @@ class Monitors:
             out.append(Outgoing(watch.watcher.node, message))
         return out
 
+    def fire(self, ref: Reference, watcher: Pid, reason: Any) -> list[Outgoing]:
+        """Tell only the monitor ``ref`` of ``watcher`` that its target is gone (with
+        ``reason``); the target lives on for its other watchers."""
+        pid = self._target_of.get(ref)
+        if pid is None or self._by_target[pid][ref].watcher != watcher:
+            return []
+        watch = self._by_target[pid].pop(ref)
+        del self._target_of[ref]
+        if not self._by_target[pid]:
+            del self._by_target[pid]
+        message = monitor_exit(watch.target, watch.watcher, ref, reason)
+        return [Outgoing(watcher.node, message)]
+
     def node_down(self, node: Atom) -> None:
         """The link to ``node`` went: its processes' monitors end with it."""
         for pid in list(self._by_target):

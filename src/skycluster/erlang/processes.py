@@ -17,8 +17,15 @@ from typing import Any, Final
 
 from skycluster.erlang.atom import Atom
 from skycluster.erlang.effects import BadControl, Deliver, Dropped, Outgoing
-from skycluster.erlang.erpc import Erpc, Exposed, Job
-from skycluster.erlang.gencall import CallOutcome, Calls, IncomingCall, parse_call, reply
+from skycluster.erlang.erpc import Erpc, Exposed, Job, python_error
+from skycluster.erlang.gencall import (
+    CallOutcome,
+    Calls,
+    IncomingCall,
+    caller_monitor,
+    parse_call,
+    reply,
+)
 from skycluster.erlang.local import LocalProcesses
 from skycluster.erlang.messages import Control, DistMessage
 from skycluster.erlang.monitors import Monitors
@@ -147,6 +154,16 @@ class Processes:
     def reply(self, call: IncomingCall, value: Any) -> Outgoing:
         """The answer to a :class:`CallFor`."""
         return reply(call, value)
+
+    def call_failed(self, call: IncomingCall, exc: BaseException) -> list[Outgoing]:
+        """The Python code answering ``call`` raised: the caller's monitor fires with
+        ``{python, ClassName, Text}``, so its ``gen_server:call`` exits at once, as on
+        a server's crash (the mailbox lives on for everyone else). Nothing to do for a
+        caller without that monitor: its call times out."""
+        mref = caller_monitor(call)
+        if mref is None:
+            return []
+        return self.monitors.fire(mref, call.caller, python_error(exc))
 
     def finished(
         self, job: Job, value: Any = None, exc: BaseException | None = None
