@@ -14,7 +14,9 @@ from skycluster.events import DownReason
 
 
 def test_an_erlang_name_message_is_told_from_a_skycluster_hello() -> None:
-    name = ErlangHandshake(initiator=True, name="erl@127.0.0.1", creation=1, cookie=b"c").initiate()
+    name = ErlangHandshake(
+        initiator=True, name="erl@127.0.0.1", creation=1, cookie=b"c"
+    ).initiate()
     longest = ErlangHandshake(
         initiator=True, name="e" * 200 + "@" + "h" * 54, creation=1, cookie=b"c"
     ).initiate()

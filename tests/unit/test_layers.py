@@ -96,12 +96,9 @@ def _imports(module: str, path: Path) -> set[str]:
                 found.add(target)
             else:  # from skycluster import x, y: each a module or a name of __init__
                 for alias in node.names:
-                    found.add(
-                        alias.name
-                        if (PACKAGE / alias.name).exists()
-                        or (PACKAGE / f"{alias.name}.py").exists()
-                        else "__init__"
-                    )
+                    found.add(alias.name if (PACKAGE / alias.name).exists() or (
+                        PACKAGE / f"{alias.name}.py"
+                    ).exists() else "__init__")
     return found
 
 

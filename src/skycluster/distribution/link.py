@@ -312,7 +312,11 @@ class Link(asyncio.BufferedProtocol):
             if not self._data_active:
                 return
             self._data_active = False
-        if not self.held_back and self.transport is not None and not self.transport.is_closing():
+        if (
+            not self.held_back
+            and self.transport is not None
+            and not self.transport.is_closing()
+        ):
             self.transport.resume_reading()
 
     def _to_data_loop(self, callback: Callable[[], None]) -> bool:
