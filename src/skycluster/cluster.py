@@ -24,6 +24,7 @@ from skycluster.cookie import load_cookie
 from skycluster.erlang.atom import Atom
 from skycluster.erlang.cookie import load_erlang_cookie
 from skycluster.erlang.erpc import Exposed
+from skycluster.erlang.messages import send as send_message
 from skycluster.erlang.node import ErlangNode
 from skycluster.erlang.values import Pid
 from skycluster.erlang_processes import ErlangProcesses
@@ -564,6 +565,14 @@ class Cluster:
     def withdraw(self, module: str, function: str) -> None:
         """Stop exposing ``module:function``."""
         self._exposed.withdraw(module, function)
+
+    def send_to_pid(self, pid: Pid, message: Any) -> None:
+        """``Pid ! message`` to an Erlang process (a pid received in a message, say),
+        over the Erlang link to its node (any thread; the link must be up:
+        NodeUnreachable otherwise; UnencodableTerm at once for a value without an
+        Erlang form). Delivery is at most once, as Erlang's."""
+        layer = self._erlang_layer()
+        layer.erlang.send_threadsafe(pid.node.name, send_message(pid, message))
 
     async def erlang_pid(self, name: str) -> Pid:
         """The Erlang pid of the mailbox (or ``serve()`` name) ``name``: Erlang may

@@ -49,6 +49,7 @@ ERL_CODE = (
     "register(echo_server, spawn(fun Srv() -> receive "
     "  {'$gen_call', From, Req} -> gen_server:reply(From, {echoed, Req}), Srv() end end)), "
     "register(sink, spawn(fun Sink() -> receive _ -> Sink() end end)), "
+    "{ok, _} = pg:start(phx), "
     'io:format(standard_error, "ready~n", []), '
     "receive after infinity -> ok end."
 )
@@ -206,5 +207,32 @@ def test_rpc_call_and_pg_on_a_node(erl_node: ErlNode) -> None:
 
             await until(left)
             assert await py.pg_members(workers) == [erl_member]
+
+            # another scope, started on the Python side after the link was up
+            py.register("other")
+            other_pid = await py.erlang_pid("other")
+            await py.pg_join(Atom("room"), "other", scope="phx")
+
+            async def erl_sees_in_phx() -> bool:
+                found = await erl.apply("pg", "get_members", [Atom("phx"), Atom("room")])
+                return other_pid in found
+
+            await until(erl_sees_in_phx)
+            assert await erl.apply("pg", "get_members", [Atom("room")]) == []  # scopes apart
+            await py.pg_leave(Atom("room"), "other", scope="phx")
+
+            async def erl_sees_it_leave() -> bool:
+                found = await erl.apply("pg", "get_members", [Atom("phx"), Atom("room")])
+                return found == []
+
+            await until(erl_sees_it_leave)
+
+            # Python answers an Erlang pid it was given
+            py.send_to_pid(erl_member, Atom("stop"))  # ctl's member process ends on stop
+
+            async def member_gone() -> bool:
+                return erl_member not in await py.pg_members(workers)
+
+            await until(member_gone)
 
     asyncio.run(scenario())
