@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import time
@@ -464,7 +465,7 @@ class Cluster:
         full and NodeUnreachable when ``node`` is not linked (``await send`` links)."""
         erlang = self._erlang_link(node)
         if erlang is not None:
-            erlang.send_to_name(NodeName.parse(node).identity, name, message)
+            erlang.send_to_name(_identity(node), name, message)
             return
         self._messaging.send_nowait(node, name, message)
 
@@ -473,7 +474,7 @@ class Cluster:
     ) -> None:
         """:meth:`send` for a plain thread; TimeoutError when no room within ``timeout``."""
         if self.settings.erlang:
-            ident = NodeName.parse(node).identity
+            ident = _identity(node)
             if self._erlang_link(node) is None and ident not in self.nodes():
                 self.connect_blocking(node)
             erlang = self._erlang_link(node)
@@ -484,7 +485,7 @@ class Cluster:
 
     async def _send_either(self, node: str, name: str, message: Any) -> None:
         """send() on a node that speaks Erlang too: link first, then by the link's kind."""
-        ident = NodeName.parse(node).identity
+        ident = _identity(node)
         if ident != self.name and self._erlang_link(node) is None and ident not in self.nodes():
             await self.connect(node)
         erlang = self._erlang_link(node)
@@ -499,7 +500,7 @@ class Cluster:
         """The node's Erlang side when ``node`` is linked over Erlang distribution."""
         runtime = self._runtime
         erlang = runtime.erlang if runtime is not None else None
-        if erlang is None or NodeName.parse(node).identity not in erlang.links:
+        if erlang is None or _identity(node) not in erlang.links:
             return None
         return erlang
 
@@ -614,6 +615,12 @@ class Cluster:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<Cluster {self.name} {state}, {len(self.nodes())} nodes>"
+
+
+@functools.lru_cache(maxsize=10_000)
+def _identity(node: str) -> str:
+    """``name@host`` of a node as the application wrote it (parsed once per spelling)."""
+    return NodeName.parse(node).identity
 
 
 async def _dispatch(subscription: AsyncSubscription, callback: EventCallback) -> None:

@@ -103,6 +103,10 @@ class ErlangNode:
         self._tasks = TaskSet(log)
         self._closed = False
         self._loop_thread = threading.get_ident()
+        self._outbox: dict[str, list[bytes]] = {}  # encoded by other threads, not yet written
+        self._outbox_lock = threading.Lock()
+        self._flush_due = False
+        self._outbox_bytes = 0
         self._logged = RateLimit(window=math.inf, capacity=10_000)  # once per cause
 
     # -- the seam: handlers, listeners, sending ---------------------------------
@@ -138,18 +142,31 @@ class ErlangNode:
             raise NodeUnreachable(f"{identity} is not linked over Erlang distribution")
         data = encode(message)
         if threading.get_ident() == self._loop_thread:
-            self._write(identity, data)
-        else:
-            self.loop.call_soon_threadsafe(self._write, identity, data)
+            self._write(identity, [data])
+            return
+        # Messages from other threads wait in one outbox; the loop is woken once
+        # for all that gathered before it ran (not once per message).
+        with self._outbox_lock:
+            self._outbox_bytes += len(data)
+            waiting = self._outbox.get(identity)
+            if waiting is None:
+                self._outbox[identity] = [data]
+            else:
+                waiting.append(data)
+            if self._flush_due:
+                return
+            self._flush_due = True
+        self.loop.call_soon_threadsafe(self._flush)
 
     def send_to_name(self, identity: str, name: str, term: object) -> None:
         """``{name, identity} ! term`` from any thread (sent by this node's pid)."""
         self.send_threadsafe(identity, reg_send(self.pid, Atom(name), term))
 
     def buffered(self, identity: str) -> int:
-        """Bytes waiting to go out to ``identity`` (0 when not linked)."""
+        """Bytes waiting to go out to ``identity``: in its socket's buffer, and in the
+        outbox of every link (0 when not linked)."""
         link = self.links.get(identity)
-        return 0 if link is None else link.buffered
+        return 0 if link is None else link.buffered + self._outbox_bytes
 
     async def drain(self, identity: str) -> None:
         """Wait until the link to ``identity`` has room again (the node's loop)."""
@@ -158,15 +175,23 @@ class ErlangNode:
             with contextlib.suppress(ConnectionError):  # gone: the next send says so
                 await link.drain()
 
-    def _write(self, identity: str, data: bytes) -> None:
+    def _flush(self) -> None:
+        with self._outbox_lock:
+            outbox, self._outbox = self._outbox, {}
+            self._outbox_bytes = 0
+            self._flush_due = False
+        for identity, messages in outbox.items():
+            self._write(identity, messages)
+
+    def _write(self, identity: str, messages: list[bytes]) -> None:
         link = self.links.get(identity)
         if link is None:
-            self.counters.add("erlang_messages_lost")
+            self.counters.add("erlang_messages_lost", len(messages))
             return
         try:
-            link.send_encoded(data)
+            link.send_encoded(messages[0] if len(messages) == 1 else b"".join(messages))
         except ConnectionError:
-            self.counters.add("erlang_messages_lost")
+            self.counters.add("erlang_messages_lost", len(messages))
 
     def dropped(self, link: ErlangLink, message: DistMessage, why: str) -> None:
         """A message nothing takes: counted, logged once per peer and cause."""
