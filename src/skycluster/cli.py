@@ -25,6 +25,7 @@ from skycluster.distribution.settings import PortMapperSettings
 from skycluster.errors import ConfigError, NodeUnreachable, StartError
 from skycluster.events import event_record
 from skycluster.ops import logs, members
+from skycluster.runtime import loop_factory
 from skycluster.strategy import BUILTIN, STRATEGY, strategy_class, topologies_from
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -282,7 +283,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     logs.configure(args.log_level, args.log_format)
     try:
         if args.command == "agent":
-            return asyncio.run(_agent(args, environ))
+            cluster = cluster_from_args(args, environ)
+            # The agent's loop reads the links once they are up (Node.read_on): it
+            # takes the node thread's kind of loop (uvloop when installed), whose
+            # wake-ups cost about half as much, as every idle peer's tick is one.
+            choice = cluster.settings.node_loop
+            factory = loop_factory("auto" if choice == "shared" else choice)
+            with asyncio.Runner(loop_factory=factory) as runner:
+                return runner.run(_agent(cluster, args))
         if args.command == "names":
             return asyncio.run(_names(args, environ))
         if args.command == "epmd":
@@ -307,8 +315,7 @@ def cluster_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> C
     return Cluster(environ=environ, **values)
 
 
-async def _agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    cluster = cluster_from_args(args, environ)
+async def _agent(cluster: Cluster, args: argparse.Namespace) -> int:
     show = _json_line if args.json else _text_line
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -71,7 +71,12 @@ class MembershipDriver:
         self._rtt_turn = 0
         self._last_rtt = 0.0
         node.decide_with(self)
-        node.handle_frames(frame_types.MEMBERSHIP, self.frame_received)
+        # A tick only proves the peer alive, and the read that brought it stamped the
+        # link's clock: it is handled (dropped) on whichever thread read it, not
+        # handed to the node's thread (a wake-up per peer per second when idle).
+        ticks = range(frame_types.TICK, frame_types.TICK + 1)
+        node.handle_frames(ticks, _tick_received, any_thread=True)
+        node.handle_frames(range(ticks.stop, frame_types.MEMBERSHIP.stop), self.frame_received)
 
     def start(self) -> None:
         self._tasks.spawn(self._timer(), name="membership timer")
@@ -159,8 +164,8 @@ class MembershipDriver:
 
     def frame_received(self, link: Link, kind: int, payload: bytes) -> None:
         number = self._numbers.get(link)
-        if number is None or kind == frame_types.TICK:
-            return  # a tick only proves the peer alive: the link stamped its clock
+        if number is None:
+            return
         frame = frames.unpack(payload)
         now = time.monotonic()
         if kind == frame_types.PEER_LIST:
@@ -316,3 +321,7 @@ class MembershipDriver:
             if not self._closed:
                 self.core.dial_ended(time.monotonic(), ident, linked=linked)
                 self._run()
+
+
+def _tick_received(link: Link, kind: int, payload: bytes) -> None:
+    """(any thread) Nothing to do: the read that brought the tick stamped the link."""

@@ -89,9 +89,12 @@ class Heartbeats:
             clock = clocks.get(link)
             if clock is None:
                 continue
-            if clock.reading_paused:
-                clock.last_received = now
             silence = now - clock.last_received
+            # Asked only of a link that looks silent: the answer may cost a system
+            # call (bytes waiting unread on a link another loop reads).
+            if silence > allowed and clock.reading_paused:
+                clock.last_received = now
+                silence = 0.0
             if silence > allowed:
                 found.silent.append((link, silence))
                 continue  # the caller removes it
