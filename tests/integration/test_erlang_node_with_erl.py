@@ -284,3 +284,32 @@ def test_bad_bytes_close_only_their_link(erl_waiting: ErlNode) -> None:
             await asyncio.to_thread(wait_log, erl_waiting, "^nodes ")
 
     asyncio.run(scenario())
+
+
+def test_an_old_name_message_is_refused_with_one_line(
+    erl_waiting: ErlNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer speaking distribution version 5 (the old ``n`` name message, OTP 22 and
+    before) on the node's port: one clear line, a counter, the connection closed."""
+
+    async def scenario() -> dict[str, int]:
+        async with python_node(erl_waiting.epmd_port) as py:
+            assert py.address is not None
+            host, port = py.address.rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            name = f"old@{LOOPBACK}".encode()
+            body = b"n" + struct.pack(">HI", 5, 0x7FFFD) + name
+            writer.write(struct.pack(">H", len(body)) + body)
+            async with asyncio.timeout(WITHIN):
+                while await reader.read(100):
+                    pass  # until the node closes it
+            writer.close()
+            await until(counted(py, "erlang_handshakes_failed", 1))
+            assert await py.connect(ERL)  # the node goes on
+            return py.stats()
+
+    with caplog.at_level(logging.WARNING, logger="skycluster.erlang"):
+        stats = asyncio.run(scenario())
+    assert stats["erlang_handshakes_failed"] == 1
+    lines = [r.getMessage() for r in caplog.records if "old name message" in r.getMessage()]
+    assert len(lines) == 1 and "version 6 only" in lines[0], lines

@@ -150,7 +150,7 @@ class Link(asyncio.BufferedProtocol):
         try:
             if self._sniff:
                 self._sniff = False
-                if self.node.sniffed(self, bytes(data)):
+                if self.node.second_protocol is not None and self.node.sniffed(self, bytes(data)):
                     return
             if self.up:
                 self._link_data(data)
