@@ -1,6 +1,6 @@
 """Helpers of the tests against real ``erl`` nodes over Erlang distribution: a private
-epmd and an ``erl`` that reports on stderr, and a thin asyncio driver of the handshake
-core (the node's own Erlang link is not built yet)."""
+epmd and an ``erl`` that reports on stderr, and the handshake driven by the link's own
+driver (``skycluster.erlang.link.handshake``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 from agents import LOOPBACK, WITHIN, Process
 from local_host import private_epmd_port
 
-from skycluster.erlang.handshake import ErlangHandshake, Established, NameReceived, Refused
+from skycluster.erlang.handshake import ErlangHandshake, Established, Refused
+from skycluster.erlang.link import handshake
 
 ERL = f"erl@{LOOPBACK}"
 
@@ -43,24 +44,9 @@ def wait_stdout(process: Process, text: str) -> str:
 async def drive(
     core: ErlangHandshake, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> Established | Refused:
-    """Move bytes between the socket and the core until the handshake ends."""
-    if core.initiator:
-        writer.write(core.initiate())
-    while True:
-        data = await reader.read(4096)
-        if not data:
-            raise ConnectionError(f"the peer closed the connection while {core.state.value}")
-        try:
-            events = core.receive(data)
-        finally:
-            writer.write(core.outgoing())  # a refusal goes out before the connection closes
-        for event in events:
-            if isinstance(event, NameReceived):
-                writer.write(core.accept())
-            else:
-                await writer.drain()
-                return event
-        await writer.drain()
+    """Move bytes between the socket and the core until the handshake ends (the
+    link's own driver, accepting every name)."""
+    return await handshake(core, reader, writer)
 
 
 class ErlNode:

@@ -53,12 +53,17 @@ class LinkCounters:
     service_messages_dropped: int = 0  # to rex, global_name_server, ... (see netkernel)
 
 
-async def _handshake(
+async def handshake(
     core: ErlangHandshake,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    decide: Callable[[Peer], Status],
-) -> Established:
+    decide: Callable[[Peer], Status] = lambda _: Status.OK,
+) -> Established | Refused:
+    """Move bytes between the connection and the handshake core until it ends: the
+    link's :class:`Established`, or :class:`Refused` (the acceptor answered ``nok``
+    or ``not_allowed``, or, acceptor side, ``decide`` did). HandshakeError when the
+    peer breaks the protocol or cannot prove the cookie; ConnectionError when it
+    closes the connection first."""
     if core.initiator:
         writer.write(core.initiate())
     while True:
@@ -75,12 +80,8 @@ async def _handshake(
                 if status in (Status.NOK, Status.NOT_ALLOWED):
                     writer.write(core.refuse(status))
                     await writer.drain()
-                    raise LinkRefused(f"refused {event.peer.name!r}: {status.value}")
+                    return Refused(status.value)
                 writer.write(core.accept(status))
-            elif isinstance(event, Refused):
-                raise LinkRefused(
-                    f"{core.peer.name if core.peer else 'the peer'} answered {event.status}"
-                )
             else:
                 await writer.drain()
                 return event
@@ -97,7 +98,15 @@ async def _establish(
 ) -> Established:
     try:
         async with asyncio.timeout(setup_time):
-            return await _handshake(core, reader, writer, decide)
+            ended = await handshake(core, reader, writer, decide)
+        if isinstance(ended, Refused):
+            who = core.peer.name if core.peer else "the peer"
+            raise LinkRefused(
+                f"{who} answered {ended.status}"
+                if core.initiator
+                else f"refused {who!r}: {ended.status}"
+            )
+        return ended
     except TimeoutError:
         writer.close()
         raise HandshakeError(f"{what}: no handshake within {setup_time} s") from None
