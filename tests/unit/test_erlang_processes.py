@@ -7,12 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from erlang_strategies import pids, references, terms
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skycluster.erlang import Atom, ImproperList, Pid, Reference
 from skycluster.erlang.effects import Deliver, Dropped, Outgoing
 from skycluster.erlang.erpc import Exposed
 from skycluster.erlang.local import LocalProcesses
-from skycluster.erlang.messages import Control, DistMessage, encode, reg_send, send
+from skycluster.erlang.messages import WITH_PAYLOAD, Control, DistMessage, encode, reg_send, send
 from skycluster.erlang.messages import decode as decode_message
 from skycluster.erlang.processes import CallDone, CallFor, Processes, Run
 
@@ -358,3 +361,35 @@ def test_unknown_and_unsupported_control_messages_are_dropped() -> None:
     assert only(p.receive(ERL, link)).counter == "erlang_unsupported_signals"
     (ack,) = p.receive(ERL, DistMessage((int(Control.UNLINK_ID), 5, THEM, Pid(PY, 1, 0, 1))))
     assert ack.message.control == (36, 5, Pid(PY, 1, 0, 1), THEM)
+
+
+# -- whatever arrives, the core answers with effects, never an exception -----------
+
+_kinds = st.sampled_from([int(kind) for kind in Control]) | st.integers(0, 60)
+_elements = st.one_of(
+    terms, pids, references, st.sampled_from([Atom("jobs"), Atom("pg"), Atom("net_kernel")])
+)
+
+
+@given(_kinds, st.lists(_elements, max_size=6), terms)
+@settings(max_examples=200, deadline=None)
+def test_arbitrary_control_messages_never_raise(kind: int, rest: list[Any], payload: Any) -> None:
+    p = Processes(PY, CREATION)
+    p.mailbox_opened(Atom("jobs"))
+    control = (kind, *rest)
+    message = DistMessage(control, payload) if kind in WITH_PAYLOAD else DistMessage(control)
+    for effect in p.receive(ERL, message):
+        assert isinstance(effect, Outgoing | Deliver | Dropped | CallFor | CallDone | Run)
+
+
+@given(
+    st.sampled_from([Atom("discover"), Atom("join"), Atom("leave"), Atom("$gen_cast")]),
+    st.lists(_elements, max_size=4),
+)
+@settings(max_examples=150, deadline=None)
+def test_arbitrary_pg_messages_never_raise(kind: Atom, rest: list[Any]) -> None:
+    p = Processes(PY, CREATION)
+    scope = p.scopes[Atom("pg")]
+    p.receive(ERL, send(scope.pid, (Atom("discover"), PEER_SCOPE)))
+    for effect in p.receive(ERL, send(scope.pid, (kind, *rest))):
+        assert isinstance(effect, Outgoing | Dropped)
