@@ -23,6 +23,7 @@ from skycluster.erlang.erpc import Exposed
 from skycluster.erlang.gencall import IncomingCall
 from skycluster.erlang.link import ErlangLink
 from skycluster.erlang.messages import Control, DistMessage
+from skycluster.erlang.netkernel import NET_KERNEL
 from skycluster.erlang.node import ErlangNode
 from skycluster.erlang.pg import PgScope
 from skycluster.erlang.processes import Processes
@@ -117,11 +118,15 @@ class ErlangProcesses:
         if threading.get_ident() != self._loop_thread:
             self.erlang.loop.call_soon_threadsafe(self._named, name, present)
             return
-        if present:
-            if self.processes.local.whereis(Atom(name)) is None:
-                self.driver.mailbox_opened(name)
-        else:
+        if not present:
             self.driver.mailbox_closed(name)
+            return
+        atom = Atom(name)
+        if atom in self.processes.scopes or atom == NET_KERNEL:
+            self.counters.add("erlang_names_refused")
+            log.warning("mailbox %r has no Erlang pid: Erlang's own %s holds the name", name, name)
+        elif self.processes.local.whereis(atom) is None:
+            self.driver.mailbox_opened(name)
 
     def _deliver(self, name: Atom, message: Any) -> None:
         if not self.messenger.deliver_value(name.name, message):

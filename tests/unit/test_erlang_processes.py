@@ -75,6 +75,16 @@ def test_send_to_a_mailbox_pid_and_name_arrives_in_it() -> None:
     assert dropped.counter == "erlang_messages_to_unknown_names"
 
 
+def test_erlangs_own_names_are_no_mailboxes() -> None:
+    p = Processes(PY, CREATION)
+    scope = p.scopes[Atom("pg")]
+    for name in (Atom("pg"), Atom("net_kernel")):
+        with pytest.raises(ValueError, match="registered already"):
+            p.mailbox_opened(name)
+        assert p.mailbox_closed(name) == []
+    assert p.local.whereis(Atom("pg")) == scope.pid
+
+
 # -- monitors ---------------------------------------------------------------------
 
 
@@ -372,7 +382,7 @@ _elements = st.one_of(
 
 
 @given(_kinds, st.lists(_elements, max_size=6), terms)
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_arbitrary_control_messages_never_raise(kind: int, rest: list[Any], payload: Any) -> None:
     p = Processes(PY, CREATION)
     p.mailbox_opened(Atom("jobs"))
@@ -386,7 +396,7 @@ def test_arbitrary_control_messages_never_raise(kind: int, rest: list[Any], payl
     st.sampled_from([Atom("discover"), Atom("join"), Atom("leave"), Atom("$gen_cast")]),
     st.lists(_elements, max_size=4),
 )
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_arbitrary_pg_messages_never_raise(kind: Atom, rest: list[Any]) -> None:
     p = Processes(PY, CREATION)
     scope = p.scopes[Atom("pg")]

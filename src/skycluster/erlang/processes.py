@@ -116,12 +116,15 @@ class Processes:
     # -- local facts ----------------------------------------------------------
 
     def mailbox_opened(self, name: Atom) -> Pid:
-        """A mailbox registered as ``name``: its pid."""
+        """A mailbox registered as ``name``: its pid. ValueError when the name is held
+        here already (``net_kernel``, a ``pg`` scope's name)."""
         return self.local.register(name)
 
     def mailbox_closed(self, name: Atom) -> list[Outgoing]:
         """The mailbox ``name`` closed: its monitors fire (``normal``), it leaves its
         ``pg`` groups."""
+        if name in self.scopes or name == NET_KERNEL:
+            return []  # never a mailbox's: its pid was refused (see mailbox_opened)
         pid = self.local.unregister(name)
         if pid is None:
             return []
