@@ -112,6 +112,11 @@ async def until(condition: Callable[[], bool], within: float = WITHIN) -> None:
             await asyncio.sleep(0.05)
 
 
+def framed(term: bytes) -> bytes:
+    """A pass-through distribution message whose control message is ``term``."""
+    return struct.pack(">IB", len(term) + 1, 112) + term
+
+
 def counted(cluster: Cluster, counter: str, at_least: int) -> Callable[[], bool]:
     return lambda: cluster.stats().get(counter, 0) >= at_least
 
@@ -243,8 +248,9 @@ def test_a_wrong_cookie_is_refused_with_one_line(
 
 def test_bad_bytes_close_only_their_link(erl_waiting: ErlNode) -> None:
     """A peer that passes the handshake and then sends an unknown control message
-    (dropped, counted), a 2 GB length or a truncated term (its link closed, counted):
-    the node goes on, and erl's link with it too."""
+    (dropped, counted), a 2 GB length, a truncated term or one nested a million deep
+    (its link closed, counted), or an atom flood (dropped): the node goes on, and
+    erl's link with it too."""
 
     async def evil(py: Cluster) -> ErlangLink:
         assert py.address is not None
@@ -263,6 +269,7 @@ def test_bad_bytes_close_only_their_link(erl_waiting: ErlNode) -> None:
                 struct.pack(">I", 2**31),  # a 2 GB frame
                 struct.pack(">IB", 3, 112) + b"\x83h",  # a truncated term
                 struct.pack(">IB", 2, 112) + b"\x83",
+                framed(b"\x83" + b"h\x01" * 1_000_000),  # a tuple nested a million deep
             ):
                 link = await evil(py)
                 await next_event(events, NodeUp, evil_name)
@@ -277,8 +284,18 @@ def test_bad_bytes_close_only_their_link(erl_waiting: ErlNode) -> None:
                 async with asyncio.timeout(WITHIN):
                     await runner
             stats = py.stats()
-            assert stats["erlang_protocol_errors"] == 3
-            assert stats["erlang_messages_dropped"] == 6
+            assert stats["erlang_protocol_errors"] == 4
+            assert stats["erlang_messages_dropped"] == 8
+            # An atom flood to a name nobody registered: dropped, the link stays.
+            link = await evil(py)
+            await next_event(events, NodeUp, evil_name)
+            runner = asyncio.ensure_future(link.run())
+            flood = [Atom(f"atom_{i}") for i in range(100_000)]
+            link.send(reg_send(me, Atom("nobody"), flood))
+            await until(counted(py, "erlang_messages_dropped", 9))
+            assert evil_name in py.nodes()
+            link.close()
+            await runner
             assert ERL in py.nodes()
             await py.send(ERL, "ctl", Atom("which_nodes"))
             await asyncio.to_thread(wait_log, erl_waiting, "^nodes ")
