@@ -257,3 +257,22 @@ def test_the_members_table_lists_the_node_first_then_its_peers() -> None:
     assert "b@h" in lines[2] and "0.42 ms" in lines[2] and "(1m)" in lines[2]
     assert " all " in lines[2] and "lacks a@h, b@h" in lines[3]
     assert lines[4] == "2 peers linked to a@h; ready; 1 pair should be linked and is not"
+
+
+def test_the_members_table_lists_erlang_links_after_the_peers() -> None:
+    status = {
+        "node": "py@h",
+        "address": "h:1",
+        "ready": True,
+        "peers": [],
+        "erlang_peers": [
+            {"node": "erl@h", "protocol": "erlang", "address": "h:9", "since": 1060.0,
+             "hidden": False, "ticktime": 60.0},
+            {"node": "tool@h", "protocol": "erlang", "address": None, "since": 1100.0,
+             "hidden": True, "ticktime": 4.5},
+        ],
+    }  # fmt: skip
+    lines = members.table(status, now=1120.0).splitlines()
+    assert "erl@h" in lines[2] and "h:9" in lines[2] and "erlang, ticktime 60s" in lines[2]
+    assert "tool@h" in lines[3] and "erlang hidden, ticktime 4.5s" in lines[3]
+    assert lines[4] == "0 peers linked to py@h; ready; 2 Erlang links (1 hidden)"

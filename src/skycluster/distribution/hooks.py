@@ -15,7 +15,8 @@ The distribution layer never imports the layers above it; they plug in here
 * at most one :class:`SecondProtocol`, with :meth:`Node.speak_also
   <skycluster.distribution.node.Node.speak_also>`: another distribution protocol
   (Erlang's, :mod:`skycluster.erlang.node`) that shares the listening port and
-  the node's names (``nodes()``, ``connect``, ``disconnect``).
+  the node's names (``nodes()``, ``connect``, ``disconnect``) and shows its links
+  in the node's status (``links_status()``).
 
 Everything here is called on the node's loop, from the link's protocol
 callbacks, except that a handler registered with ``any_thread=True`` and
@@ -140,3 +141,7 @@ class SecondProtocol(Protocol):
 
     def nodes(self) -> list[str]:
         """The identities this protocol links, hidden ones excluded."""
+
+    def links_status(self) -> list[dict[str, Any]]:
+        """This protocol's links as plain data for /status and ``skycluster members``,
+        hidden peers included (marked): no secret in it."""

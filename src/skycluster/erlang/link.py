@@ -140,7 +140,13 @@ async def dial(
     what = f"with {expect or f'{host}:{port}'}"
     done = await _establish(core, reader, writer, lambda _: Status.OK, setup_time, what)
     return ErlangLink(
-        reader, writer, done, on_message=on_message, on_read_done=on_read_done, ticktime=ticktime
+        reader,
+        writer,
+        done,
+        on_message=on_message,
+        on_read_done=on_read_done,
+        ticktime=ticktime,
+        initiator=True,
     )
 
 
@@ -188,9 +194,13 @@ class ErlangLink:
         max_frame: int = MAX_FRAME,
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.monotonic,
+        initiator: bool = False,
     ) -> None:
         self.peer = established.peer
         self.flags = established.flags
+        self.initiator = initiator  # this side dialled
+        self.since = time.time()  # established, Unix seconds
+        self.ticktime = ticktime  # net_ticktime this side applies to the link
         self.counters = LinkCounters()
         self.ticking = True  # False only in tests: a stopped node's silence
         self._reader = reader
@@ -201,6 +211,7 @@ class ErlangLink:
         self.address: str | None = None  # host:port the peer accepts links on, when known
         self._frames = FrameReader(max_frame, limits)
         self._policy = TickPolicy(ticktime, clock())
+        self._last_received = clock()
         self._closing: str | None = None
         self._ended: str | None = None
         self._pending = established.rest
@@ -224,6 +235,11 @@ class ErlangLink:
             raise ConnectionError(f"the Erlang link to {self.peer.name} is closed")
         self._writer.write(data)
         self._policy.sent()
+
+    @property
+    def silent_for(self) -> float:
+        """Seconds since bytes (a message or a tick) last arrived."""
+        return max(0.0, self._clock() - self._last_received)
 
     @property
     def buffered(self) -> int:
@@ -277,6 +293,7 @@ class ErlangLink:
 
     def _feed(self, data: bytes) -> None:
         self._policy.received()
+        self._last_received = self._clock()
         ticks = self._frames.ticks
         for message in self._frames.feed(data):
             self.counters.messages_received += 1

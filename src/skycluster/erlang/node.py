@@ -28,7 +28,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from skycluster._ratelimit import RateLimit
 from skycluster._tasks import TaskSet
@@ -269,6 +269,21 @@ class ErlangNode:
 
     def nodes(self) -> list[str]:
         return [ident for ident, link in self.links.items() if _published(link)]
+
+    def links_status(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "node": ident,
+                "protocol": "erlang",
+                "address": link.address,
+                "since": link.since,
+                "last_heard": link.silent_for,
+                "direction": "out" if link.initiator else "in",
+                "hidden": not _published(link),
+                "ticktime": link.ticktime,
+            }
+            for ident, link in sorted(self.links.items())
+        ]
 
     async def aclose(self) -> None:
         """Close every Erlang link (NodeDown ``shutdown``) and end every task."""

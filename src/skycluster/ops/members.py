@@ -17,7 +17,8 @@ from typing import Any
 def table(status: Mapping[str, Any], now: float | None = None) -> str:
     """The view as a text table: the node itself first (marked ``*``), then its peers,
     each with what its peer list says (LINKS: linked to all the others, or whom it
-    lacks)."""
+    lacks), then the BEAM nodes linked over Erlang distribution (LINKS: ``erlang``
+    or ``erlang hidden``, and the link's net_ticktime)."""
     now = time.time() if now is None else now
     rows = [("", "NODE", "ADDRESS", "SINCE", "RTT", "LINKS", "METADATA")]
     rows.append(
@@ -45,6 +46,19 @@ def table(status: Mapping[str, Any], now: float | None = None) -> str:
                 _metadata(peer.get("metadata")),
             )
         )
+    erlang = [p for p in status.get("erlang_peers", []) if isinstance(p, Mapping)]
+    for peer in erlang:
+        rows.append(
+            (
+                "",
+                str(peer.get("node")),
+                str(peer.get("address") or "-"),
+                _since(peer.get("since"), now),
+                "-",
+                _erlang_link(peer),
+                "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in rows]  # fmt: skip
@@ -59,6 +73,10 @@ def table(status: Mapping[str, Any], now: float | None = None) -> str:
             else (f"{unlinked} pairs should be linked and are not")
         )
         summary += f"; {pairs}"
+    if erlang:
+        hidden = sum(1 for p in erlang if p.get("hidden"))
+        summary += f"; {len(erlang)} Erlang link{'' if len(erlang) == 1 else 's'}"
+        summary += f" ({hidden} hidden)" if hidden else ""
     lines.append(summary)
     return "\n".join(lines)
 
@@ -73,6 +91,13 @@ def _links(peer: Mapping[str, Any], members: set[str]) -> str:
         return "all"
     shown = ", ".join(lacking[:3]) + (f" +{len(lacking) - 3}" if len(lacking) > 3 else "")
     return f"lacks {shown}"
+
+
+def _erlang_link(peer: Mapping[str, Any]) -> str:
+    """An Erlang distribution link: hidden or not, and the net_ticktime it runs with."""
+    kind = "erlang hidden" if peer.get("hidden") else "erlang"
+    ticktime = peer.get("ticktime")
+    return f"{kind}, ticktime {ticktime:g}s" if isinstance(ticktime, int | float) else kind
 
 
 def _since(epoch: Any, now: float) -> str:

@@ -18,12 +18,15 @@ if TYPE_CHECKING:
 def node_status(node: Node) -> dict[str, Any]:
     """``{"node", "address", "hidden", "metadata", "started", "version", "node_loop", "own_thread",
     "busy_wait", "min_nodes", "ready", "peers": [{"node", "address", "since", "rtt",
-    "last_heard", "metadata", "direction", "links"}], "hidden_peers", "unlinked_pairs",
-    "backing_off", "flapping", "removed"}``; times are Unix seconds, rtt, last_heard and busy_wait
-    seconds."""
+    "last_heard", "metadata", "direction", "links"}], "hidden_peers", "erlang_peers": [{"node",
+    "protocol", "address", "since", "last_heard", "direction", "hidden", "ticktime"}],
+    "unlinked_pairs", "backing_off", "flapping", "removed"}``; times are Unix seconds, rtt,
+    last_heard, busy_wait and ticktime seconds. ``erlang_peers`` are the links of the node's
+    second protocol (Erlang distribution, ``erlang=True``), hidden ones included and marked."""
     now = time.monotonic()
     view = node.decider.connectivity() if node.decider is not None else {}
     linked_to: dict[str, list[str]] = view.get("links", {})
+    second = node.second_protocol
     peers: list[dict[str, Any]] = []
     hidden = 0
     for ident, link in sorted(node.links.items()):
@@ -60,6 +63,7 @@ def node_status(node: Node) -> dict[str, Any]:
         "ready": len(peers) >= node.settings.min_nodes,
         "peers": peers,
         "hidden_peers": hidden,
+        "erlang_peers": [] if second is None else second.links_status(),
         # pairs that should be linked and are not, as the peer lists say (this node
         # to a node a peer lists, or two peers whose lists lack each other)
         "unlinked_pairs": view.get("unlinked_pairs", 0),
