@@ -451,8 +451,8 @@ NODE_OPTIONS: tuple[Option, ...] = (
     Option(
         "busy_wait",
         parse_busy_wait,
-        "seconds the node's loop keeps polling after traffic before it sleeps: "
-        "quicker replies for CPU time, like Erlang's +sbwt; needs --node-loop shared",
+        "seconds the loop that reads the links (the application's) keeps polling after "
+        "traffic before it sleeps: quicker replies for CPU time, like Erlang's +sbwt",
         metavar="S",
         default=0.0,
         shown_default="0: off",
@@ -555,13 +555,6 @@ def node_settings(values: Mapping[str, Any], environ: Mapping[str, str]) -> Node
         raise ConfigError(
             f"{OPTIONS['erlang'].spelled} shares the listening port with Erlang distribution, "
             "which runs over plain TCP here: it cannot be combined with TLS (tls_cert, ...)"
-        )
-    if v["busy_wait"] and v["node_loop"] != "shared":
-        # Measured: a polling node thread takes the GIL from the application's thread
-        # over and over; the median round trip did not improve and its tail grew.
-        raise ConfigError(
-            f"{OPTIONS['busy_wait'].spelled} needs node_loop='shared' (--node-loop shared): "
-            "a node thread that polls competes with the application's thread for the GIL"
         )
     listen_host, listen_port = v["listen"] or _listen_address(name, v["dist_port"])
     return NodeSettings(

@@ -188,7 +188,7 @@ class Runtime:
         node.handle_frames(frame_types.MESSAGING, messenger.frame_received, any_thread=True)
         lender = (node.lend_reading, node.reclaim_reading)
         if self._data_loop is not None and self._data_loop is not self.loop:
-            node.read_on(self._data_loop)
+            node.read_on(self._data_loop, self._data_thread)
             _blocking.reading(self._data_thread, lender, add=True)
         try:
             await self._run(node, membership, messenger)

@@ -90,11 +90,30 @@ def test_a_busy_wait_out_of_range_is_refused(value: Any) -> None:
         Cluster("a@127.0.0.1", cookie="x", node_loop="shared", busy_wait=value)
 
 
-@pytest.mark.parametrize("node_loop", ["auto", "asyncio", "uvloop"])
-def test_busy_wait_needs_a_shared_loop(node_loop: str) -> None:
-    with pytest.raises(ConfigError, match=r"busy_wait .* needs node_loop='shared'.*GIL"):
-        Cluster("a@127.0.0.1", cookie="x", node_loop=node_loop, busy_wait=0.0001)
-    assert Cluster("a@127.0.0.1", cookie="x", node_loop=node_loop, busy_wait=0).settings
+@async_test
+async def test_busy_wait_beside_a_node_thread_polls_the_loop_that_reads_the_links() -> None:
+    # The node on its own thread: the application's loop reads the links, so that loop
+    # polls after their traffic; the node's thread never does (it would take the GIL
+    # from the application's thread over and over).
+    a = make("a", node_loop="asyncio", busy_wait=0.01)
+    b = make("b", node_loop="asyncio")
+    async with running(a, b):
+        assert (await a.status())["busy_wait"] == 0.01
+        node = a._require().node
+        assert node is not None and node.busy_wait is None
+        busy = node.data_busy_wait
+        assert busy is not None and busy.loop is asyncio.get_running_loop()
+        b.serve("echo", lambda request: request)
+        polling = 0
+        for n in range(200):
+            assert await a.call(dial_name(b), "echo", n) == n
+            polling += busy.spinning  # the reply was read here: this loop polls for the next
+        assert polling >= 180  # (a pause of the whole process longer than 10 ms may end one)
+        await eventually(lambda: not busy.spinning, "it sleeps once the traffic stops")
+        await b.send(a.name, "nobody", 1)
+        await eventually(lambda: busy.spinning, "a frame that arrives starts it again")
+    await eventually(lambda: not busy.spinning, "it stops with the node")
+    assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
 def test_an_unknown_loop_is_refused_with_the_choices() -> None:

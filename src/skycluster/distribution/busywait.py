@@ -1,16 +1,19 @@
-"""Busy waiting: the node's loop polls a while longer before it sleeps.
+"""Busy waiting: the loop that reads the links polls a while longer before it sleeps.
 
 A loop that sleeps in the kernel as soon as it runs out of work pays for the
 wake-up when the next frame arrives: a context switch, and caches that the
 other processes have cooled. On a request and its reply that is most of the
 round trip on loopback. Erlang's schedulers busy wait before sleeping for the
 same reason (``+sbwt``, on by default). With ``busy_wait`` set, each read or
-write on a link keeps the node's loop polling (the kernel is asked for ready
-sockets without sleeping) until that many seconds pass without another one.
+write on a link keeps that loop polling (the kernel is asked for ready sockets
+without sleeping) until that many seconds pass without another one. That loop is
+the application's: the node's loop with ``node_loop="shared"``, else the loop
+that reads the links for the node's thread (``Node.data_loop``). A node's own
+thread never polls: it would take the GIL from the application's thread.
 
 The price is CPU time: up to ``busy_wait`` of one core after every burst of
-traffic, spent on the application's loop (busy waiting needs
-``node_loop="shared"``), whose other callbacks still run meanwhile.
+traffic, spent on the application's loop, whose other callbacks still run
+meanwhile.
 """
 
 from __future__ import annotations

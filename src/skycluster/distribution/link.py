@@ -378,6 +378,8 @@ class Link(asyncio.BufferedProtocol):
             self.last_received = time.monotonic()
             self._waiting_seen = 0
             node.traffic.bytes_in += nbytes
+            if node.data_busy_wait is not None:
+                node.data_busy_wait.poke()
             node.data_reading = True
             try:
                 self._data_frames(buffer[:nbytes])
@@ -601,6 +603,9 @@ class Link(asyncio.BufferedProtocol):
             except OSError:
                 return WRITE_FAILED
             self.last_sent = time.monotonic()
+            busy_wait = self.node.data_busy_wait
+            if busy_wait is not None and threading.get_ident() == self.node.data_thread:
+                busy_wait.poke()  # a request: its reply comes to this loop soon
             if written >= len(frame):
                 return WROTE
             if written == 0:

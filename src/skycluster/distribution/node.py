@@ -102,7 +102,13 @@ class Node:
         self.loop = asyncio.get_running_loop()
         self._server_ssl: ssl.SSLContext | None = None
         self._client_ssl: ssl.SSLContext | None = None
-        self.busy_wait = BusyWait(self.loop, settings.busy_wait) if settings.busy_wait else None
+        # busy_wait polls the loop that reads the links: this one when it is the
+        # application's (shared), else the data loop (read_on); never a node thread,
+        # which would take the GIL from the application's thread over and over.
+        polls = settings.shared_loop and settings.busy_wait > 0
+        self.busy_wait = BusyWait(self.loop, settings.busy_wait) if polls else None
+        self.data_busy_wait: BusyWait | None = None  # the data loop's (its thread only)
+        self.data_thread = 0  # the thread that runs the data loop
         self.last_dial_error: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------
@@ -162,6 +168,10 @@ class Node:
             await self._server.wait_closed()
         if self.busy_wait is not None:
             self.busy_wait.close()
+        data_busy_wait, loop = self.data_busy_wait, self.data_loop
+        if data_busy_wait is not None and loop is not None:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nothing polls
+                loop.call_soon_threadsafe(data_busy_wait.close)
 
     # -- what the layers above plug in -----------------------------------------
 
@@ -186,10 +196,14 @@ class Node:
             if any_thread:
                 self.data_frame_handlers[kind] = handler
 
-    def read_on(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Let ``loop`` (another thread's) read the links established from now on."""
+    def read_on(self, loop: asyncio.AbstractEventLoop, thread: int) -> None:
+        """Let ``loop`` (run by ``thread``, not the node's) read the links established
+        from now on; with busy_wait, that loop polls after their traffic."""
         self.data_loop = loop
+        self.data_thread = thread
         self.data_read_buffer = memoryview(bytearray(READ_SIZE))
+        if self.settings.busy_wait:
+            self.data_busy_wait = BusyWait(loop, self.settings.busy_wait)
 
     def lend_reading(self) -> None:
         """(the data loop's thread, about to block in a wait for a link's data, not
