@@ -677,8 +677,6 @@ def main() -> None:
         help="Erlang's scheduler busy waiting: its default, or none (+sbwt none ...)",
     )
     args = parser.parse_args()
-    if args.busy_wait and args.node_loop != "shared":
-        parser.error("--busy-wait needs --node-loop shared (it polls the application's loop)")
     load = os.getloadavg()
     print(
         f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs",
