@@ -351,6 +351,15 @@ def test_bad_flag_exits_2_naming_the_flag(
     assert error.startswith("skycluster agent: error: ") and flag in error and accepted in error
 
 
+@pytest.mark.parametrize("node_loop", ["auto", "asyncio", "shared"])
+def test_busy_wait_fits_every_node_loop(node_loop: str) -> None:
+    # with a node thread the application's loop polls (it reads the links)
+    cluster = Cluster(
+        "a@127.0.0.1", cookie="x", environ={}, node_loop=node_loop, busy_wait=0.001
+    )
+    assert cluster.settings.busy_wait == 0.001
+
+
 @pytest.mark.parametrize(
     ("keywords", "argv", "parts"),
     [
@@ -359,7 +368,6 @@ def test_bad_flag_exits_2_naming_the_flag(
             ["--heartbeat-interval", "2", "--heartbeat-timeout", "1"],
             ["--heartbeat-timeout", "must be longer than", "--heartbeat-interval"],
         ),
-        ({"busy_wait": 0.001}, ["--busy-wait", "0.001"], ["--busy-wait", "node_loop='shared'"]),
         ({"tls_cert": "c.pem"}, ["--tls-cert", "c.pem"], ["tls_cert", "tls_key", "tls_ca"]),
     ],
 )
