@@ -15,6 +15,7 @@ from cluster_helpers import (
     WITHIN,
     async_test,
     dial_name,
+    eventually,
     make,
     needs_own_thread,
     running,
@@ -70,6 +71,21 @@ async def test_a_loop_blocked_with_unread_data_keeps_its_links() -> None:
             assert stats["links_up"] == 1, stats
             assert "heartbeat_timeouts" not in stats, stats
         assert a.nodes() == [B] and b.nodes() == [A]
+
+
+@needs_own_thread
+@async_test
+async def test_a_link_that_comes_up_during_a_blocking_wait_is_read_for_it() -> None:
+    # Not linked yet: call_blocking links first, and the callee's side of the link
+    # comes up while this thread (whose loop reads the links) may already be waiting.
+    a, b = make("a"), make("b")
+    async with running(a, b):
+        b.serve("echo", lambda request: request)
+        for n in range(10):
+            assert a.call_blocking(dial_name(b), "echo", n, timeout=WITHIN) == n
+            assert await a.disconnect(dial_name(b))
+            await eventually(lambda: not a.nodes() and not b.nodes(), "both sides unlinked")
+        assert await a.call(dial_name(b), "echo", "async") == "async"  # read here again
 
 
 @needs_own_thread

@@ -299,6 +299,8 @@ class Link(asyncio.BufferedProtocol):
                 self._data_sock = socket.socket(fileno=os.dup(self._fd))
             except OSError:
                 return  # read on the node's loop, as without a data loop
+        if self.node.reading_lent:
+            return  # the data loop's thread waits in a blocking call: reclaim hands it over
         with self._read_lock:
             self._data_active = True
         if not self.held_back:

@@ -84,6 +84,9 @@ class Node:
         self.data_frame_handlers: list[FrameHandler | None] = [None] * frame_types.ALL.stop
         self.data_read_buffer = memoryview(b"")  # the data loop's (link.py), once it has one
         self.data_reading = False  # the data loop is handling a read (its thread only)
+        # The data loop's thread waits in a blocking call (lend_reading): links that
+        # come up meanwhile stay read by the node's loop until reclaim_reading.
+        self.reading_lent = False
         self.link_listener: LinkListener = NoListener()
         self.decider: Decider | None = None  # decides about links: decide_with()
         self.second_protocol: SecondProtocol | None = None  # speak_also()
@@ -210,12 +213,14 @@ class Node:
         while it reads) The node's loop reads every link until :meth:`reclaim_reading`."""
         if self.data_reading:
             return  # a handler blocks in the middle of a read: nothing can be lent
-        for link in list(self.links.values()):
+        self.reading_lent = True  # first: a link that comes up from now on stays here
+        for link in list(self.connections):  # registered as links or not yet
             link.lend_reading()
 
     def reclaim_reading(self) -> None:
         """(the data loop's thread) The data loop reads the links again."""
-        for link in list(self.links.values()):
+        self.reading_lent = False
+        for link in list(self.connections):
             link.reclaim_reading()
 
     def decide_with(self, decider: Decider) -> None:
