@@ -215,6 +215,7 @@ class ErlangLink:
         self._closing: str | None = None
         self._ended: str | None = None
         self._pending = established.rest
+        self._tick_timer: asyncio.TimerHandle | None = None
 
     @property
     def ended(self) -> str | None:
@@ -255,37 +256,41 @@ class ErlangLink:
         if self._closing is None:
             self._closing = reason
         self._writer.close()
+        # run() may wait in a read: end it now, even when the transport waits to
+        # flush what a stopped peer does not take (it reads no more once closed).
+        self._reader.feed_eof()
 
     async def run(self) -> str:
         """Read, tick and dispatch until the link ends; returns why: ``closed`` (or the
         reason given to :meth:`close`), ``connection_closed`` (by the peer),
         ``net_tick_timeout``, ``handler failed: ...`` (``on_message`` raised: logged),
         or what was wrong with the peer's bytes."""
+        # Ticks run on a timer of their own, so that a read is a plain await (no
+        # task and timeout per read: a round trip is a read or two).
+        self._schedule_tick()
         try:
             if self._pending:
                 self._feed(self._pending)
                 self._pending = b""
             while self._closing is None:
-                wait = max(0.0, self._policy.next_check - self._clock())
                 try:
-                    data = await asyncio.wait_for(self._reader.read(READ_SIZE), wait)
-                except TimeoutError:
-                    data = None
+                    data = await self._reader.read(READ_SIZE)
                 except OSError as exc:
                     self.close(f"connection_closed: {exc}")
                     break
-                if data == b"":
-                    self.close("connection_closed")
+                if not data:
+                    self.close("connection_closed")  # keeps a reason given before
                     break
-                if data:
-                    self._feed(data)
-                self._tick()
+                self._feed(data)
         except TermError as exc:  # MessageError included
             log.warning(
                 "closing the Erlang link to %s: corrupted external term: %s", self.peer.name, exc
             )
             self.close(f"corrupted external term: {exc}")
         finally:
+            if self._tick_timer is not None:
+                self._tick_timer.cancel()
+                self._tick_timer = None
             self._writer.close()
         assert self._closing is not None
         self._ended = self._closing
@@ -319,6 +324,18 @@ class ErlangLink:
                     "closing the Erlang link to %s: its message handler raised", self.peer.name
                 )
                 self.close(f"handler failed: {exc.__class__.__name__}")
+
+    def _schedule_tick(self) -> None:
+        wait = max(0.0, self._policy.next_check - self._clock())
+        self._tick_timer = asyncio.get_running_loop().call_later(wait, self._on_tick_timer)
+
+    def _on_tick_timer(self) -> None:
+        self._tick_timer = None
+        if self._closing is not None:
+            return
+        self._tick()
+        if self._closing is None:
+            self._schedule_tick()
 
     def _tick(self) -> None:
         verdict = self._policy.check(self._clock())
