@@ -15,20 +15,13 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from skycluster import _blocking, config
 from skycluster._tasks import TaskSet
 from skycluster.config import DEFAULTS
 from skycluster.cookie import ENV as COOKIE_ENV
 from skycluster.cookie import load_cookie
-from skycluster.erlang.atom import Atom
-from skycluster.erlang.cookie import load_erlang_cookie
-from skycluster.erlang.erpc import Exposed
-from skycluster.erlang.messages import send as send_message
-from skycluster.erlang.node import ErlangNode
-from skycluster.erlang.values import Pid
-from skycluster.erlang_processes import ErlangProcesses
 from skycluster.errors import StartError
 from skycluster.events import (
     DEFAULT_QUEUE_SIZE,
@@ -45,6 +38,12 @@ from skycluster.names import NodeName, format_address
 from skycluster.ops.metrics import Snapshot
 from skycluster.runtime import SHARED_NEEDS_A_LOOP, Runtime
 from skycluster.strategy import Strategy, Topology, check_topologies, topologies_from
+
+if TYPE_CHECKING:  # the Erlang layer is imported only by nodes that run it (erlang=True)
+    from skycluster.erlang.erpc import Exposed
+    from skycluster.erlang.node import ErlangNode
+    from skycluster.erlang.values import Pid
+    from skycluster.erlang_processes import ErlangProcesses
 
 log = logging.getLogger("skycluster")
 
@@ -137,12 +136,16 @@ class Cluster:
         )
         self._cookie = load_cookie(cookie, environ)
         # Erlang's rule: the cookie given (--cookie), else ~/.erlang.cookie.
-        self._erlang_cookie = (
-            load_erlang_cookie(cookie or environ.get(COOKIE_ENV) or None, environ)
-            if self.settings.erlang
-            else None
-        )
-        self._exposed = Exposed()  # the functions Erlang may rpc:call (erlang=True)
+        self._erlang_cookie: bytes | None = None
+        self._exposed: Exposed | None = None  # the functions Erlang may rpc:call
+        if self.settings.erlang:
+            from skycluster.erlang.cookie import load_erlang_cookie
+            from skycluster.erlang.erpc import Exposed
+
+            self._erlang_cookie = load_erlang_cookie(
+                cookie or environ.get(COOKIE_ENV) or None, environ
+            )
+            self._exposed = Exposed()
         self.topologies: dict[str, Topology] = check_topologies(topologies)
         self._restart_backoff = config.OPTIONS["strategy_restart_backoff"].checked(
             strategy_restart_backoff
@@ -544,6 +547,8 @@ class Cluster:
         return await asyncio.wrap_future(self._require().submit(coro))
 
     async def _erlang_call(self, ident: str, name: str, request: Any, timeout: float) -> Any:
+        from skycluster.erlang.atom import Atom
+
         layer = self._erlang_layer()
         return await layer.driver.call(Atom(ident), Atom(name), request, timeout=timeout)
 
@@ -561,17 +566,24 @@ class Cluster:
         run ``fn(*Args)``: a plain function in a worker thread, a coroutine function
         on the node's loop. Nothing that is not exposed runs: such a call returns
         ``{badrpc, {'EXIT', {undef, ...}}}``, as for a missing Erlang function."""
+        if self._exposed is None:  # a node without erlang=True: kept, never called
+            from skycluster.erlang.erpc import Exposed
+
+            self._exposed = Exposed()
         self._exposed.expose(module, function, fn)
 
     def withdraw(self, module: str, function: str) -> None:
         """Stop exposing ``module:function``."""
-        self._exposed.withdraw(module, function)
+        if self._exposed is not None:
+            self._exposed.withdraw(module, function)
 
     def send_to_pid(self, pid: Pid, message: Any) -> None:
         """``Pid ! message`` to an Erlang process (a pid received in a message, say),
         over the Erlang link to its node (any thread; the link must be up:
         NodeUnreachable otherwise; UnencodableTerm at once for a value without an
         Erlang form). Delivery is at most once, as Erlang's."""
+        from skycluster.erlang.messages import send as send_message
+
         layer = self._erlang_layer()
         layer.erlang.send_threadsafe(pid.node.name, send_message(pid, message))
 

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from skycluster import _blocking
 from skycluster._backoff import Backoff
@@ -35,9 +35,6 @@ from skycluster.distribution.epmd_protocol import HIGHEST_VERSION, LOWEST_VERSIO
 from skycluster.distribution.node import Node
 from skycluster.distribution.registration import RegistrationKeeper
 from skycluster.distribution.settings import NodeSettings, PortMapperSettings
-from skycluster.erlang.erpc import Exposed
-from skycluster.erlang.node import ErlangNode
-from skycluster.erlang_processes import ErlangProcesses
 from skycluster.errors import NodeUnreachable
 from skycluster.events import EventBus
 from skycluster.membership.driver import MembershipDriver
@@ -46,6 +43,11 @@ from skycluster.names import NodeName
 from skycluster.ops.remote import RemoteStatus
 from skycluster.ops.service import Operations
 from skycluster.strategy.base import StrategyContext, Topology
+
+if TYPE_CHECKING:  # imported by nodes that run Erlang distribution only (erlang=True)
+    from skycluster.erlang.erpc import Exposed
+    from skycluster.erlang.node import ErlangNode
+    from skycluster.erlang_processes import ErlangProcesses
 
 T = TypeVar("T")
 
@@ -78,7 +80,7 @@ class Runtime:
         self.settings = settings
         self._cookie = cookie
         self._erlang_cookie = erlang_cookie  # with settings.erlang
-        self._exposed = exposed if exposed is not None else Exposed()  # erpc: across restarts
+        self._exposed = exposed  # erpc: the Cluster's, kept across restarts
         self._bus = bus
         self._topologies = dict(topologies)
         self._backoff = restart_backoff
@@ -206,7 +208,13 @@ class Runtime:
         erlang: ErlangNode | None = None
         processes: ErlangProcesses | None = None
         if self.settings.erlang:
+            from skycluster.erlang.erpc import Exposed
+            from skycluster.erlang.node import ErlangNode
+            from skycluster.erlang_processes import ErlangProcesses
+
             assert self._erlang_cookie is not None, "erlang=True needs the Erlang cookie"
+            if self._exposed is None:
+                self._exposed = Exposed()
             erlang = self.erlang = ErlangNode(
                 node, self._erlang_cookie, after_read=messenger.read_done
             )

@@ -9,6 +9,8 @@ it through a seam (a handler registry, a callback, a small protocol class).
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -165,3 +167,16 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     fake.write_text("from skycluster.messaging import wire\n")
     assert _imports("distribution.link", fake) == {"messaging"}
     assert _layer_of("messaging") > _layer_of("distribution.link")
+
+
+def test_a_node_without_erlang_imports_no_erlang_module() -> None:
+    """The Erlang layer (about a third of the package) loads only on nodes that run
+    it: ``import skycluster`` and the CLI, which every agent starts with, leave it out."""
+    probe = (
+        "import sys, skycluster, skycluster.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('skycluster.erlang')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", result.stdout
