@@ -18,6 +18,8 @@ test: $(BIN)/.installed
 	./scripts/install-system-deps
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/mypy src
+	# compiled once here, not by each of the hundreds of agents the tests start
+	$(BIN)/python -m compileall -q src
 	$(BIN)/pytest -q
 	# the core and messaging once more with the node thread on the standard asyncio loop
 	SKYCLUSTER_NODE_LOOP=asyncio $(BIN)/pytest -q tests/integration/test_node_loop.py \
