@@ -51,18 +51,33 @@ async def drive(
 
 class ErlNode:
     """One private epmd and one ``erl -name erl@127.0.0.1`` running ``code`` (which
-    prints ``ready`` on stderr when it is); :meth:`close` kills both."""
+    prints ``ready`` on stderr when it is); :meth:`close` kills both. Another loopback
+    host in ``name`` (``app@127.0.0.2``): epmd answers there too (and on 127.0.0.1,
+    where erl registers) and erl listens only there."""
 
-    def __init__(self, tmp_path: Path, code: str, cookie: str, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        code: str,
+        cookie: str,
+        extra: Sequence[str] = (),
+        *,
+        name: str = ERL,
+    ) -> None:
         self.epmd_port = private_epmd_port()
         env = dict(os.environ, HOME=str(tmp_path), ERL_EPMD_PORT=str(self.epmd_port))
         env.pop("SKYCLUSTER_EPMD_PORT", None)
         env["ERL_CRASH_DUMP_SECONDS"] = "0"
         self.processes: list[Process] = []
-        epmd = ["epmd", "-port", str(self.epmd_port), "-address", LOOPBACK]
+        host = name.partition("@")[2]
+        addresses = LOOPBACK if host == LOOPBACK else f"{LOOPBACK},{host}"
+        epmd = ["epmd", "-port", str(self.epmd_port), "-address", addresses]
         self.processes.append(Process("epmd", epmd, env))
         wait_listening(self.processes[0], self.epmd_port)
-        argv = ["erl", "-name", ERL, "-noshell", "-start_epmd", "false"]
+        argv = ["erl", "-name", name, "-noshell", "-start_epmd", "false"]
+        if host != LOOPBACK:
+            interface = "{" + host.replace(".", ",") + "}"
+            argv += ["-kernel", "inet_dist_use_interface", interface]
         if cookie is not None:
             argv += ["-setcookie", cookie]
         self.erl = Process("erl", [*argv, *extra, "-eval", code], env)

@@ -1,7 +1,9 @@
 """Mixed clusters: skycluster's strategies link BEAM nodes when the node runs with
 ``erlang=True`` (the local strategy lists a real erl in a real epmd; the epmd
-strategy names it), beside skycluster links; and a real Elixir node connects to a
-Python node, lists it, pings it and sends to its mailbox."""
+strategy names it; the DNS strategy finds it in a real dnsmasq's A records, the
+Kubernetes strategy in a served API's endpoints, as ``app@127.0.0.2``), beside
+skycluster links; and a real Elixir node connects to a Python node, lists it,
+pings it and sends to its mailbox."""
 
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ from typing import Any
 
 import pytest
 from agents import LOOPBACK, WITHIN, Process
+from dnsmasq import Dnsmasq, dnsmasq_binary
 from erl_dist import ERL, ErlNode, wait_listening
+from k8s_api_server import FakeKubernetes, Pod
 from local_host import private_epmd_port
 
 from skycluster import Cluster, NodeUp
 from skycluster.erlang import Atom
-from skycluster.strategy import Epmd, LocalEpmd
+from skycluster.strategy import DnsPoll, Epmd, Kubernetes, LocalEpmd
 
 pytestmark = [
     pytest.mark.erlang,
@@ -94,6 +98,63 @@ def test_the_epmd_strategy_links_a_named_erl(erl_node: ErlNode) -> None:
             await asyncio.to_thread(erl_node.erl.wait_for_log, f"^nodeup {PY}$", WITHIN * 2)
 
     asyncio.run(scenario())
+
+
+# A BEAM node on a host of its own, found by name: the strategies make
+# ``app@<address>``. One epmd serves 127.0.0.1 and 127.0.0.2 here (epmd always
+# binds 127.0.0.1 too), so the Python node needs another name than ``app``.
+APP = "app@127.0.0.2"
+
+
+@pytest.fixture
+def erl_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ErlNode]:
+    node = ErlNode(tmp_path_factory.mktemp("erl"), ERL_CODE, COOKIE, name=APP)
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+def links_erl_app(erl_app: ErlNode, topologies: dict[str, Any]) -> None:
+    async def scenario() -> None:
+        async with python_node(PY, erl_app.epmd_port, topologies=topologies) as py:
+            await nodeups(py, APP)
+            await asyncio.to_thread(erl_app.erl.wait_for_log, f"^nodeup {PY}$", WITHIN * 2)
+            assert py.nodes() == [APP]
+            assert py.stats()["erlang_links_up"] == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(dnsmasq_binary() is None, reason="needs Debian's dnsmasq")
+def test_the_dns_strategy_links_an_erl_found_in_a_records(
+    erl_app: ErlNode, tmp_path: Path
+) -> None:
+    dns = Dnsmasq(tmp_path / "dnsmasq")
+    dns.set_hosts([("127.0.0.2", "peers.test")])
+    dns.start()
+    try:
+        poll = DnsPoll("peers.test", "app", dns_server=dns.server, polling_interval=0.5)
+        links_erl_app(erl_app, {"dns": poll})
+    finally:
+        dns.stop()
+
+
+def test_the_kubernetes_strategy_links_an_erl_pod(erl_app: ErlNode, tmp_path: Path) -> None:
+    api = FakeKubernetes(tmp_path / "k8s")
+    api.set_pods(Pod("app-0", "127.0.0.2"))
+    try:
+        kubernetes = Kubernetes(
+            selector="app=demo",
+            node_basename="app",
+            master=api.url,
+            service_account_path=str(api.account),
+            polling_interval=0.5,
+            environ={},
+        )
+        links_erl_app(erl_app, {"kubernetes": kubernetes})
+    finally:
+        api.close()
 
 
 ELIXIR_SCRIPT = f"""
