@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ log = logging.getLogger("skycluster.erlang")
 SETUP_TIME: Final = 7.0  # Erlang's net_setuptime: a handshake that takes longer is dropped
 MAX_FRAME: Final = 64 * 1024 * 1024
 READ_SIZE: Final = 256 * 1024
+DIRECT_IDLE: Final = 50e-6  # a link idle this long may take a message straight from a thread
 
 MessageHandler = Callable[["ErlangLink", DistMessage], None]
 
@@ -216,6 +219,15 @@ class ErlangLink:
         self._ended: str | None = None
         self._pending = established.rest
         self._tick_timer: asyncio.TimerHandle | None = None
+        # Direct writes from other threads (write_direct): a duplicate of the socket's
+        # fd while run() runs, closed before the transport's (never a reused fd); the
+        # lock orders them with the loop's writes; _unsent is the end of a message
+        # the socket took in part, written by the loop before anything else.
+        self._write_lock = threading.Lock()
+        self._direct_fd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # run()'s
+        self._unsent = b""
+        self._last_direct = 0.0
 
     @property
     def ended(self) -> str | None:
@@ -226,7 +238,7 @@ class ErlangLink:
         """Queue ``message`` on the connection (it goes out as the loop writes)."""
         if self._closing is not None or self._writer.is_closing():
             raise ConnectionError(f"the Erlang link to {self.peer.name} is closed")
-        self._writer.write(encode(message))
+        self._write(encode(message))
         self._policy.sent()
 
     def send_encoded(self, data: bytes) -> None:
@@ -234,8 +246,42 @@ class ErlangLink:
         another thread, written on this link's loop)."""
         if self._closing is not None or self._writer.is_closing():
             raise ConnectionError(f"the Erlang link to {self.peer.name} is closed")
-        self._writer.write(data)
+        self._write(data)
         self._policy.sent()
+
+    def write_direct(self, data: bytes) -> bool:
+        """Write framed messages straight to the socket from a thread other than the
+        link's loop, when that saves a wake-up of the loop: the link is idle (nothing
+        sent for :data:`DIRECT_IDLE`) or the peer has answered since the last direct
+        write (a request and its reply), and nothing waits to go out. True when
+        written (what the socket did not take goes out on the loop, first); False:
+        send it on the loop instead."""
+        with self._write_lock:
+            fd = self._direct_fd
+            if fd is None or self._unsent or self._writer.transport.get_write_buffer_size():
+                return False
+            now = self._clock()
+            if now - self._last_direct < DIRECT_IDLE and self._last_received < self._last_direct:
+                return False  # a stream: the loop writes it in batches
+            try:
+                written = os.write(fd, data)
+            except OSError:  # full, or going down: the loop's write says which
+                return False
+            self._last_direct = now
+            self._policy.sent()
+            if written < len(data):
+                self._unsent = data[written:]
+                assert self._loop is not None  # set before the fd
+                self._loop.call_soon_threadsafe(self._write, b"")
+            return True
+
+    def _write(self, data: bytes) -> None:
+        """Write on the link's loop: the end of a direct write first, then ``data``."""
+        with self._write_lock:
+            if self._unsent:
+                data, self._unsent = self._unsent + data, b""
+            if data and not self._writer.is_closing():
+                self._writer.write(data)
 
     @property
     def silent_for(self) -> float:
@@ -255,6 +301,7 @@ class ErlangLink:
         """End the link; :meth:`run` returns ``reason``."""
         if self._closing is None:
             self._closing = reason
+        self._stop_direct_writes()
         self._writer.close()
         # run() may wait in a read: end it now, even when the transport waits to
         # flush what a stopped peer does not take (it reads no more once closed).
@@ -268,6 +315,7 @@ class ErlangLink:
         # Ticks run on a timer of their own, so that a read is a plain await (no
         # task and timeout per read: a round trip is a read or two).
         self._schedule_tick()
+        self._start_direct_writes()
         try:
             if self._pending:
                 self._feed(self._pending)
@@ -291,6 +339,7 @@ class ErlangLink:
             if self._tick_timer is not None:
                 self._tick_timer.cancel()
                 self._tick_timer = None
+            self._stop_direct_writes()
             self._writer.close()
         assert self._closing is not None
         self._ended = self._closing
@@ -325,6 +374,21 @@ class ErlangLink:
                 )
                 self.close(f"handler failed: {exc.__class__.__name__}")
 
+    def _start_direct_writes(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        sock = self._writer.get_extra_info("socket")
+        if sock is None or self._writer.get_extra_info("sslcontext") is not None:
+            return
+        with self._write_lock:
+            if self._closing is None and not self._writer.is_closing():
+                self._direct_fd = os.dup(sock.fileno())
+
+    def _stop_direct_writes(self) -> None:
+        with self._write_lock:
+            fd, self._direct_fd = self._direct_fd, None
+        if fd is not None:
+            os.close(fd)
+
     def _schedule_tick(self) -> None:
         wait = max(0.0, self._policy.next_check - self._clock())
         self._tick_timer = asyncio.get_running_loop().call_later(wait, self._on_tick_timer)
@@ -345,5 +409,5 @@ class ErlangLink:
             )
             self.close("net_tick_timeout")
         elif verdict is Verdict.SEND_TICK and self.ticking:
-            self._writer.write(TICK)
+            self._write(TICK)
             self._policy.sent()

@@ -145,8 +145,15 @@ class ErlangNode:
             self._write(identity, [data])
             return
         # Messages from other threads wait in one outbox; the loop is woken once
-        # for all that gathered before it ran (not once per message).
+        # for all that gathered before it ran (not once per message). When none
+        # wait, a message on an idle link (or a request whose reply came) goes
+        # straight to the socket from this thread: no wake-up of the loop at all.
         with self._outbox_lock:
+            if not self._flush_due:
+                link = self.links.get(identity)
+                if link is not None and link.write_direct(data):
+                    self.counters.add("erlang_direct_writes")
+                    return
             self._outbox_bytes += len(data)
             waiting = self._outbox.get(identity)
             if waiting is None:
@@ -176,12 +183,13 @@ class ErlangNode:
                 await link.drain()
 
     def _flush(self) -> None:
+        # Written with the lock held: a direct write that follows cannot overtake them.
         with self._outbox_lock:
             outbox, self._outbox = self._outbox, {}
             self._outbox_bytes = 0
             self._flush_due = False
-        for identity, messages in outbox.items():
-            self._write(identity, messages)
+            for identity, messages in outbox.items():
+                self._write(identity, messages)
 
     def _write(self, identity: str, messages: list[bytes]) -> None:
         link = self.links.get(identity)
