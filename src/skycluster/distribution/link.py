@@ -16,7 +16,7 @@ import socket
 import termios
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from skycluster.distribution import frames
@@ -33,6 +33,7 @@ from skycluster.events import DownReason
 from skycluster.names import NodeName
 
 if TYPE_CHECKING:
+    from skycluster.distribution.hooks import FrameHandler
     from skycluster.distribution.node import Node
 
 log = logging.getLogger("skycluster.link")
@@ -257,11 +258,16 @@ class Link(asyncio.BufferedProtocol):
 
     # -- link -----------------------------------------------------------------
 
-    def _link_data(self, data: bytes | memoryview) -> None:
-        node = self.node
-        handlers = node.frame_handlers
+    def _dispatch(
+        self,
+        data: bytes | memoryview,
+        handlers: Sequence[FrameHandler | None],
+        unhandled: Callable[[int, bytes], None],
+    ) -> str | None:
+        """The frames in ``data``, each to its handler (``unhandled`` when it has none),
+        in order; the protocol error that stopped it, if any."""
         frame_kind = frames.frame_kind
-        traffic = node.traffic
+        traffic = self.node.traffic
         try:
             for payload in self._decoder.feed(data):
                 traffic.frames_in += 1
@@ -270,10 +276,18 @@ class Link(asyncio.BufferedProtocol):
                 if handler is not None:
                     handler(self, kind, payload)
                 else:
-                    self._handle(frames.unpack(payload))
+                    unhandled(kind, payload)
         except (frames.FrameError, ValueError, TypeError, IndexError) as exc:
-            node.protocol_error(self, str(exc))
-            self.abort()
+            return str(exc)
+        return None
+
+    def _link_data(self, data: bytes | memoryview) -> None:
+        node = self.node
+        try:
+            error = self._dispatch(data, node.frame_handlers, self._link_frame)
+            if error is not None:
+                node.protocol_error(self, error)
+                self.abort()
         finally:
             node.link_listener.read_done()
 
@@ -409,23 +423,20 @@ class Link(asyncio.BufferedProtocol):
         """(the data loop) The frames of one read: those whose handler may run on any
         thread here, the others passed to the node's loop, in order."""
         node = self.node
-        handlers = node.data_frame_handlers
-        frame_kind = frames.frame_kind
-        traffic = node.traffic
         try:
-            for payload in self._decoder.feed(data):
-                traffic.frames_in += 1
-                kind = frame_kind(payload)
-                handler = handlers[kind]
-                if handler is not None:
-                    handler(self, kind, payload)
-                else:
-                    self._to_node(self._node_frame, kind, payload)
-        except (frames.FrameError, ValueError, TypeError, IndexError) as exc:
-            self._data_unregister()
-            self._to_node(self._failed, str(exc))
+            error = self._dispatch(data, node.data_frame_handlers, self._frame_to_node)
+            if error is not None:
+                self._data_unregister()
+                self._to_node(self._failed, error)
         finally:
             node.link_listener.read_done()
+
+    def _link_frame(self, kind: int, payload: bytes) -> None:
+        """A frame of the link's own (handshake, heartbeat, goodbye)."""
+        self._handle(frames.unpack(payload))
+
+    def _frame_to_node(self, kind: int, payload: bytes) -> None:
+        self._to_node(self._node_frame, kind, payload)
 
     def _to_node(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the node's loop is gone
