@@ -20,7 +20,12 @@ def observer(
     *args: str,
     env: dict[str, str] | None = None,
 ) -> Agent:
-    flags = [
+    return loopback_agent(factory, "obs", "127.0.0.1", port, [*strategy_flags(api), *args], env)
+
+
+def strategy_flags(api: FakeKubernetes) -> list[str]:
+    """The Kubernetes strategy against the fake API server, pods labelled app=demo."""
+    return [
         "--strategy",
         "kubernetes",
         "--kubernetes-master",
@@ -34,7 +39,6 @@ def observer(
         "--polling-interval",
         "0.3",
     ]
-    return loopback_agent(factory, "obs", "127.0.0.1", port, [*flags, *args], env)
 
 
 def test_scale_up_and_down(agent_factory: AgentFactory, api: FakeKubernetes) -> None:
@@ -149,21 +153,7 @@ def test_a_terminating_pod_stays_unlinked_even_when_it_comes_back(
     port = shared_port(agent_factory)
     ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
     api.set_pods(*(Pod(f"app-{i}", ip) for i, ip in enumerate(ips)))
-    flags = [
-        "--strategy",
-        "kubernetes",
-        "--kubernetes-master",
-        api.url,
-        "--kubernetes-service-account-path",
-        str(api.account),
-        "--kubernetes-selector",
-        "app=demo",
-        "--kubernetes-node-basename",
-        "app",
-        "--polling-interval",
-        "0.3",
-        "--full-mesh",
-    ]
+    flags = [*strategy_flags(api), "--full-mesh"]
     *members, x = (loopback_agent(agent_factory, "app", ip, port, flags) for ip in ips)
     for member in members:
         member.wait_linked({m.identity for m in [*members, x] if m is not member})
