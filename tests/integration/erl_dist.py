@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from agents import LOOPBACK, WITHIN, Process
 from local_host import private_epmd_port
 
@@ -18,6 +20,15 @@ from skycluster.erlang.handshake import ErlangHandshake, Established, Refused
 from skycluster.erlang.link import handshake
 
 ERL = f"erl@{LOOPBACK}"
+
+# The marks of a test module that runs a real epmd and erl.
+NEEDS_ERL = [
+    pytest.mark.erlang,
+    pytest.mark.skipif(
+        shutil.which("epmd") is None or shutil.which("erl") is None,
+        reason="needs Debian's erlang-base for the real epmd and erl: apt-get install erlang-base",
+    ),
+]
 
 
 def wait_listening(epmd: Process, port: int) -> None:

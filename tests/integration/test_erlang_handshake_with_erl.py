@@ -5,27 +5,20 @@ core, and the core dials erl (erl_dist.py moves the bytes)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import struct
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from agents import LOOPBACK, WITHIN, Process
-from erl_dist import ERL, ErlNode, drive, wait_listening, wait_stdout
+from erl_dist import ERL, NEEDS_ERL, ErlNode, drive, wait_listening, wait_stdout
 from local_host import Host
 
 from skycluster.distribution.portmapper import lookup, register
 from skycluster.erlang import flags as dflags
 from skycluster.erlang.handshake import ErlangHandshake, Established, HandshakeError, Refused
 
-pytestmark = [
-    pytest.mark.erlang,
-    pytest.mark.skipif(
-        shutil.which("epmd") is None or shutil.which("erl") is None,
-        reason="needs Debian's erlang-base for the real epmd and erl: apt-get install erlang-base",
-    ),
-]
+pytestmark = NEEDS_ERL
 
 COOKIE = "handshake-cookie"
 PY = f"py@{LOOPBACK}"

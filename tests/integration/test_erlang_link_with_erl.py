@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from agents import LOOPBACK, WITHIN
-from erl_dist import ERL, ErlNode
+from erl_dist import ERL, NEEDS_ERL, ErlNode
 
 from skycluster.distribution.portmapper import lookup, register
 from skycluster.erlang import Atom, Pid
@@ -23,13 +22,7 @@ from skycluster.erlang.cookie import load_erlang_cookie
 from skycluster.erlang.link import ErlangLink, accept, dial
 from skycluster.erlang.messages import Control, DistMessage, reg_send
 
-pytestmark = [
-    pytest.mark.erlang,
-    pytest.mark.skipif(
-        shutil.which("epmd") is None or shutil.which("erl") is None,
-        reason="needs Debian's erlang-base for the real epmd and erl: apt-get install erlang-base",
-    ),
-]
+pytestmark = NEEDS_ERL
 
 COOKIE = "link-cookie"
 PY = f"py@{LOOPBACK}"

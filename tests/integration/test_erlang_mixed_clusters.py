@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from agents import LOOPBACK, WITHIN, Process
 from dnsmasq import Dnsmasq, dnsmasq_binary
-from erl_dist import ERL, ErlNode, wait_listening
+from erl_dist import ERL, NEEDS_ERL, ErlNode, wait_listening
 from k8s_api_server import FakeKubernetes, Pod
 from local_host import private_epmd_port
 
@@ -25,13 +25,7 @@ from skycluster import Cluster, NodeUp
 from skycluster.erlang import Atom
 from skycluster.strategy import DnsPoll, Epmd, Kubernetes, LocalEpmd
 
-pytestmark = [
-    pytest.mark.erlang,
-    pytest.mark.skipif(
-        shutil.which("epmd") is None or shutil.which("erl") is None,
-        reason="needs Debian's erlang-base for the real epmd and erl: apt-get install erlang-base",
-    ),
-]
+pytestmark = NEEDS_ERL
 
 COOKIE = "mixed-cookie"
 PY = f"py@{LOOPBACK}"
@@ -127,9 +121,7 @@ def links_erl_app(erl_app: ErlNode, topologies: dict[str, Any]) -> None:
 
 
 @pytest.mark.skipif(dnsmasq_binary() is None, reason="needs Debian's dnsmasq")
-def test_the_dns_strategy_links_an_erl_found_in_a_records(
-    erl_app: ErlNode, tmp_path: Path
-) -> None:
+def test_the_dns_strategy_links_an_erl_found_in_a_records(erl_app: ErlNode, tmp_path: Path) -> None:
     dns = Dnsmasq(tmp_path / "dnsmasq")
     dns.set_hosts([("127.0.0.2", "peers.test")])
     dns.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import struct
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 from agents import LOOPBACK, WITHIN
-from erl_dist import ERL, ErlNode
+from erl_dist import ERL, NEEDS_ERL, ErlNode
 
 from skycluster import Cluster, NodeDown, NodeUp
 from skycluster.distribution.epmd_protocol import SKYCLUSTER_EXTRA
@@ -29,13 +28,7 @@ from skycluster.erlang.link import ErlangLink, dial
 from skycluster.erlang.messages import DistMessage, reg_send
 from skycluster.erlang.values import Pid
 
-pytestmark = [
-    pytest.mark.erlang,
-    pytest.mark.skipif(
-        shutil.which("epmd") is None or shutil.which("erl") is None,
-        reason="needs Debian's erlang-base for the real epmd and erl: apt-get install erlang-base",
-    ),
-]
+pytestmark = NEEDS_ERL
 
 COOKIE = "node-cookie"
 PY = f"py@{LOOPBACK}"

@@ -9,20 +9,13 @@ test's own; every process is killed by a fixture finalizer.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
-import pytest
 from agents import LOOPBACK, WITHIN, Process
+from erl_dist import NEEDS_ERL
 from local_host import Host, listener_pid, wait_mesh
 
-pytestmark = [
-    pytest.mark.erlang,
-    pytest.mark.skipif(
-        shutil.which("epmd") is None or shutil.which("erl") is None,
-        reason="needs Debian's erlang-base for the real epmd and erl: apt-get install erlang-base",
-    ),
-]
+pytestmark = NEEDS_ERL
 
 
 def wait_until_listening(process: Process, port: int) -> None:

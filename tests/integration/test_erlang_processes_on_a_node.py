@@ -7,26 +7,19 @@ real ``erl`` (OTP 25): a mailbox's pid that erl sends to and monitors,
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 from agents import LOOPBACK, WITHIN
-from erl_dist import ERL, ErlNode
+from erl_dist import ERL, NEEDS_ERL, ErlNode
 
 from skycluster import Cluster
 from skycluster.erlang import Atom, Pid
 from skycluster.errors import CallTimeout, NoSuchMailbox
 from skycluster.messaging.inbox import Mailbox, Request
 
-pytestmark = [
-    pytest.mark.erlang,
-    pytest.mark.skipif(
-        shutil.which("epmd") is None or shutil.which("erl") is None,
-        reason="needs Debian's erlang-base for the real epmd and erl: apt-get install erlang-base",
-    ),
-]
+pytestmark = NEEDS_ERL
 
 COOKIE = "node-processes-cookie"
 PY = f"py@{LOOPBACK}"

@@ -7,7 +7,6 @@ only, and pg membership both ways."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 from agents import LOOPBACK, WITHIN
-from erl_dist import ERL, ErlNode
+from erl_dist import ERL, NEEDS_ERL, ErlNode
 
 from skycluster.distribution.portmapper import lookup
 from skycluster.erlang import Atom, Pid
@@ -28,13 +27,7 @@ from skycluster.erlang.messages import DistMessage, reg_send
 from skycluster.erlang.processes import Processes
 from skycluster.errors import CallTimeout, NoSuchMailbox
 
-pytestmark = [
-    pytest.mark.erlang,
-    pytest.mark.skipif(
-        shutil.which("epmd") is None or shutil.which("erl") is None,
-        reason="needs Debian's erlang-base for the real epmd and erl: apt-get install erlang-base",
-    ),
-]
+pytestmark = NEEDS_ERL
 
 COOKIE = "processes-cookie"
 PY = f"py@{LOOPBACK}"

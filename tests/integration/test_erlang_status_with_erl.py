@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agents import LOOPBACK, WITHIN, clean_environ, run_cli
-from erl_dist import ERL, ErlNode
+from erl_dist import ERL, NEEDS_ERL, ErlNode
 
 from skycluster import Cluster
 
-pytestmark = [
-    pytest.mark.erlang,
-    pytest.mark.skipif(
-        shutil.which("epmd") is None or shutil.which("erl") is None,
-        reason="needs Debian's erlang-base for the real epmd and erl: apt-get install erlang-base",
-    ),
-]
+pytestmark = NEEDS_ERL
 
 COOKIE = "status-cookie"
 PY = f"py@{LOOPBACK}"
@@ -45,7 +38,6 @@ def test_an_erlang_link_shows_in_status_and_members(tmp_path: Path, hidden: bool
     extra = ["-kernel", "net_ticktime", str(TICKTIME), *(["-hidden"] if hidden else [])]
     erl = ErlNode(tmp_path / "erl", PINGS, COOKIE, extra)
     try:
-
         (tmp_path / "home").mkdir()
         env = clean_environ(tmp_path / "home", {"SKYCLUSTER_COOKIE": COOKIE})
 

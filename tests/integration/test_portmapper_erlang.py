@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from erl_dist import NEEDS_ERL
 
 from skycluster.distribution.portmapper import (
     NameTaken,
@@ -33,13 +33,7 @@ LOOPBACK = "127.0.0.1"
 COOKIE = "skycluster-test"
 T = TypeVar("T")
 
-pytestmark = [
-    pytest.mark.erlang,
-    pytest.mark.skipif(
-        shutil.which("epmd") is None or shutil.which("erl") is None,
-        reason="needs Debian's erlang-base for the real epmd and erl: apt-get install erlang-base",
-    ),
-]
+pytestmark = NEEDS_ERL
 
 
 def free_port() -> int:
