@@ -489,7 +489,7 @@ class Cluster:
     async def _send_either(self, node: str, name: str, message: Any) -> None:
         """send() on a node that speaks Erlang too: link first, then by the link's kind."""
         ident = _identity(node)
-        if ident != self.name and self._erlang_link(node) is None and ident not in self.nodes():
+        if self._unlinked(node, ident):
             await self.connect(node)
         erlang = self._erlang_link(node)
         if erlang is None:
@@ -528,7 +528,7 @@ class Cluster:
         """:meth:`call` for a plain thread."""
         if self.settings.erlang:
             ident = NodeName.parse(node).identity
-            if self._erlang_link(node) is None and ident not in self.nodes() and ident != self.name:
+            if self._unlinked(node, ident):
                 self.connect_blocking(node)
             if self._erlang_link(node) is not None:
                 _blocking.refuse_on_node_loop("call_blocking()")
@@ -539,12 +539,17 @@ class Cluster:
     async def _call_either(self, node: str, name: str, request: Any, timeout: float) -> Any:
         """call() on a node that speaks Erlang too: link first, then by the link's kind."""
         ident = NodeName.parse(node).identity
-        if ident != self.name and self._erlang_link(node) is None and ident not in self.nodes():
+        if self._unlinked(node, ident):
             await self.connect(node)
         if self._erlang_link(node) is None:
             return await self._messaging.call(node, name, request, timeout=timeout)
         coro = self._erlang_call(ident, name, request, timeout)
         return await asyncio.wrap_future(self._require().submit(coro))
+
+    def _unlinked(self, node: str, ident: str) -> bool:
+        """``node`` is another node, linked by neither protocol: a call links it first
+        (to learn which protocol it speaks)."""
+        return ident != self.name and self._erlang_link(node) is None and ident not in self.nodes()
 
     async def _erlang_call(self, ident: str, name: str, request: Any, timeout: float) -> Any:
         from skycluster.erlang.atom import Atom
