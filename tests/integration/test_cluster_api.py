@@ -505,6 +505,7 @@ async def test_connect_and_disconnect() -> None:
         await rb.wait_up(A, 2)
         assert await asyncio.to_thread(a.disconnect_blocking, B) is True
         await ra.wait_down(B, 2)
+        await rb.wait_down(A, 2)  # as above: b has seen the old link go before a dials
         assert await asyncio.to_thread(a.connect_blocking, dial_name(b)) is True
         await ra.wait_up(B, 3)
         await rb.wait_up(A, 3)
