@@ -48,22 +48,48 @@ def full(c: Membership, idents: list[str], version: int = 0) -> PeerListUpdate:
 # -- heartbeats -------------------------------------------------------------------
 
 
-def test_an_idle_link_ticks_once_per_interval_and_a_busy_one_not_at_all() -> None:
+def ticks(c: Membership) -> list[int]:
+    return [a.link for a in c.take() if isinstance(a, SendTick)]
+
+
+def test_idle_links_tick_together_on_the_grid_and_a_busy_one_not_at_all() -> None:
+    c = core(tick_phase=0.3)  # grid instants 0.3, 1.3, 2.3, ...
+    linked(c, 1, "b@h", now=0.0)
+    linked(c, 2, "c@h", now=0.6)
+    for t in (0.3, 0.6, 1.0):  # link 1 sent its handshake less than half an interval ago
+        c.tick(t)
+        assert ticks(c) == []
+    c.heard(1, 1.2)
+    c.heard(2, 1.2)
+    c.tick(1.3)  # both in one pass, though they came up 0.6 s apart
+    assert ticks(c) == [1, 2]
+    c.sent(2, 1.9)  # link 2 carried a frame less than half an interval before 2.3
+    c.heard(1, 2.2)
+    c.heard(2, 2.2)
+    c.tick(2.3)
+    assert ticks(c) == [1]
+    c.heard(1, 3.2)
+    c.heard(2, 3.2)
+    c.tick(3.3)  # 1.4 s after link 2's frame: never more than 1.5 intervals apart
+    assert ticks(c) == [1, 2]
+
+
+def test_a_timer_that_fires_a_little_early_still_ticks_on_that_grid_instant() -> None:
     c = core()
-    linked(c, 1, "b@h")
-    linked(c, 2, "c@h")
-    c.tick(0.5)
-    assert not [a for a in c.take() if isinstance(a, SendTick)]
-    c.sent(2, 0.9)  # link 2 carried a frame
+    linked(c, 1, "b@h", now=0.1)
     c.heard(1, 0.9)
-    c.heard(2, 0.9)
-    c.tick(1.0)
-    ticks = [a.link for a in c.take() if isinstance(a, SendTick)]
-    assert ticks == [1]
-    c.tick(1.5)
-    assert not [a for a in c.take() if isinstance(a, SendTick)]
-    c.tick(1.95)
-    assert [a.link for a in c.take() if isinstance(a, SendTick)] == [2]
+    c.tick(0.999)  # a loop that rounds its timers to milliseconds
+    assert ticks(c) == [1]
+    assert c.next_wakeup(0.999) == 1.25  # the next step of the grid, not 1.0 again
+
+
+def test_the_timer_wakes_on_the_grid_at_least_every_step() -> None:
+    c = core(tick_phase=0.1)
+    assert c.settings.step == 0.25
+    assert c.next_wakeup(0.0) == 0.1
+    assert abs(c.next_wakeup(0.1) - 0.35) < 1e-9
+    assert abs(c.next_wakeup(0.37) - 0.6) < 1e-9
+    assert core(heartbeat_interval=1.0, heartbeat_timeout=0.5).settings.step == 0.125
 
 
 def test_silence_longer_than_the_timeout_closes_the_link_and_reports_it_down_once() -> None:

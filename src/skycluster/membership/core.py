@@ -53,7 +53,7 @@ from skycluster.membership.names import NameTable, indices
 from skycluster.membership.peerlists import OwnList, PeerLists, PeerListUpdate
 from skycluster.membership.settings import MembershipSettings
 from skycluster.membership.tombstones import Tombstones
-from skycluster.membership.verdicts import Clock, Heartbeats, LinkClock
+from skycluster.membership.verdicts import EARLY, Clock, Heartbeats, LinkClock, next_instant
 
 _HOLD_PERIODS = 3  # after a link goes down, peers list it until they hear: wait for them
 _SWEEP_MIN = 256  # names a table holds before unused ones are forgotten
@@ -88,7 +88,9 @@ class Membership:
         self._sweep_at = _SWEEP_MIN  # forget unused names once the table holds this many
         self.random = random or _random.Random().random
         self.self_bit = self.table.bit(ident)
-        self.heartbeats = Heartbeats(settings.heartbeat_interval, settings.heartbeat_timeout)
+        self.heartbeats = Heartbeats(
+            settings.heartbeat_interval, settings.heartbeat_timeout, settings.tick_phase
+        )
         self.own = OwnList()
         self.lists = PeerLists()
         self.mesh = Mesh(
@@ -144,9 +146,10 @@ class Membership:
     def next_wakeup(self, now: float) -> float:
         """When the driver's timer should call :meth:`tick` next: when the next link
         is due, but at most every quarter step (links due close together are handled
-        in one pass, not one wake each) and at least every step (to measure stalls)."""
+        in one pass, not one wake each) and at least every step (to measure stalls),
+        on the ticks' grid."""
         step = self.settings.step
-        wake = now + step
+        wake = next_instant(now + EARLY, self.settings.tick_phase, step)
         due = self.heartbeats.next_due()
         if due is not None and due < wake:
             wake = max(due, now + step / 4)

@@ -56,6 +56,8 @@ class MembershipDriver:
             MembershipSettings(
                 heartbeat_interval=settings.heartbeat_interval,
                 heartbeat_timeout=settings.heartbeat_timeout,
+                # the wall clock's whole intervals: every node ticks at the same moment
+                tick_phase=time.monotonic() - time.time() % settings.heartbeat_interval,
                 full_mesh=settings.full_mesh,
                 hidden=settings.hidden,
             ),

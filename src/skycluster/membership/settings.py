@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 class MembershipSettings:
     heartbeat_interval: float = 1.0  # a link idle this long gets a tick
     heartbeat_timeout: float = 3.0  # silence after which a peer is down
+    tick_phase: float = 0.0  # ticks go out when now - tick_phase is a multiple of the interval
     full_mesh: bool = True  # link to the peers of our peers
     hidden: bool = False  # link without joining the mesh or being reported
     mesh_period: float = 1.0  # seconds between peer-list updates and mesh checks
@@ -22,5 +24,8 @@ class MembershipSettings:
 
     @property
     def step(self) -> float:
-        """Longest sleep of the driver's timer: a later wake is a stall of the loop."""
-        return min(self.heartbeat_interval, self.heartbeat_timeout) / 4
+        """Longest sleep of the driver's timer: a later wake is a stall of the loop.
+        A whole fraction of the interval, so that the timer's wakes fall on the
+        ticks' grid."""
+        interval = self.heartbeat_interval
+        return interval / math.ceil(4 * interval / min(interval, self.heartbeat_timeout))

@@ -1,10 +1,18 @@
 """Heartbeat verdicts and ticks, for every link of a node, from one timer.
 
 Any frame received proves the peer alive; silence longer than the timeout means
-it is down. A link that sent nothing for an interval gets a tick (one small
+it is down. A link that sent nothing for half an interval gets a tick (one small
 frame, one way), so an idle link costs one frame per interval each way and a
 busy one none. Deadlines sit in a heap: a pass handles the links that are due,
 not every link.
+
+Ticks go out on a grid, at the instants when ``now - phase`` is a multiple of
+the interval. The driver takes the phase from the wall clock, so every node of a
+cluster ticks at the same moment: a node's peers' ticks then arrive together
+and are read in a few wake-ups, not one wake-up per peer, and the node's own
+ticks go out in one. An idle node's cost is its frames, not its wake-ups. A
+link's frames are at most one and a half intervals apart (a frame just after a
+half interval before a grid instant spares the tick at that instant).
 
 Local health (Lifeguard's idea): when the node measures that its own loop ran
 late, the silence it saw is partly its own doing (frames waited unread in the
@@ -15,8 +23,16 @@ waited have been read (one interval).
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
+
+EARLY = 0.002  # a timer may fire this early (loops round to milliseconds): due already
+
+
+def next_instant(after: float, phase: float, period: float) -> float:
+    """The first instant of the grid ``phase + k * period`` later than ``after``."""
+    return phase + (math.floor((after - phase) / period) + 1) * period
 
 
 class Clock(Protocol):
@@ -49,9 +65,10 @@ class Due:
 class Heartbeats:
     """The clocks of a node's links, by the driver's link number (never reused)."""
 
-    def __init__(self, interval: float, timeout: float) -> None:
+    def __init__(self, interval: float, timeout: float, phase: float = 0.0) -> None:
         self.interval = interval
         self.timeout = timeout
+        self.phase = phase % interval
         self.clocks: dict[int, Clock] = {}
         self._heap: list[tuple[float, int]] = []  # (when to look, link)
         self._credit = 0.0  # extra silence forgiven: the lag this node measured
@@ -60,7 +77,7 @@ class Heartbeats:
     def add(self, link: int, clock: Clock, now: float) -> None:
         clock.last_received = clock.last_sent = now
         self.clocks[link] = clock
-        heapq.heappush(self._heap, (now + self.interval, link))
+        heapq.heappush(self._heap, (next_instant(now, self.phase, self.interval), link))
 
     def remove(self, link: int) -> None:
         self.clocks.pop(link, None)  # its heap entry is dropped when it comes up
@@ -83,8 +100,10 @@ class Heartbeats:
         heap = self._heap
         allowed = self.allowance(now)
         clocks = self.clocks
-        interval = self.interval
-        while heap and heap[0][0] <= now:
+        half = self.interval / 2
+        horizon = now + EARLY
+        tick_at = next_instant(horizon, self.phase, self.interval)
+        while heap and heap[0][0] <= horizon:
             _, link = heapq.heappop(heap)
             clock = clocks.get(link)
             if clock is None:
@@ -98,14 +117,12 @@ class Heartbeats:
             if silence > allowed:
                 found.silent.append((link, silence))
                 continue  # the caller removes it
-            tick_at = clock.last_sent + interval
-            if tick_at <= now:
+            if now - clock.last_sent >= half:
                 found.idle.append(link)
                 clock.last_sent = now
-                tick_at = now + interval
             # a hair past the verdict time, so that the next look finds it due
             verdict_at = clock.last_received + allowed + 1e-6
-            heapq.heappush(heap, (max(min(verdict_at, tick_at), now + 1e-6), link))
+            heapq.heappush(heap, (max(min(verdict_at, tick_at), horizon + 1e-6), link))
         return found
 
     def next_due(self) -> float | None:
