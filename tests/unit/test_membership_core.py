@@ -489,6 +489,24 @@ def test_a_shared_table_is_never_swept() -> None:
     assert len(table) == 601
 
 
+def test_name_table_knows_each_name_by_its_latest_dial_text_until_it_forgets_it() -> None:
+    t = NameTable()
+    b = t.index("b@h", "b@h:4370")
+    assert t.known_dial("b@h:4370") == b
+    assert t.known_dial("b@h:4371") is None
+    assert t.index("b@h", "b@h:4371") == b  # b came back on another port
+    assert t.known_dial("b@h:4370") is None
+    assert t.known_dial("b@h:4371") == b
+    assert t.index("b@h") == b  # a name without a port keeps the port we know
+    assert t.known_dial("b@h:4371") == b
+    c = t.index("c@h")
+    assert t.known_dial("c@h") == c
+    t.retain(1 << c)
+    assert t.known_dial("b@h:4371") is None
+    assert t.index("d@h", "d@h:1") == b  # b's index, reused
+    assert t.known_dial("d@h:1") == b
+
+
 def test_name_table_reuses_the_lowest_free_index() -> None:
     t = NameTable()
     for ident in ("a", "b", "c", "d", "e"):

@@ -188,12 +188,16 @@ class MembershipDriver:
         table = self.core.table
         mask = 0
         for text in names[: self.core.settings.max_peer_names]:
-            try:
-                name = NodeName.parse(text)
-            except InvalidNodeName:
-                self.node.counters.add("bad_peer_names")
-                continue
-            mask |= 1 << table.index(name.identity, str(name))
+            # Peers repeat the names we know: only a new one is parsed.
+            i = table.known_dial(text) if isinstance(text, str) else None
+            if i is None:
+                try:
+                    name = NodeName.parse(text)
+                except InvalidNodeName:
+                    self.node.counters.add("bad_peer_names")
+                    continue
+                i = table.index(name.identity, str(name))
+            mask |= 1 << i
         return mask
 
     # -- the timer ----------------------------------------------------------------

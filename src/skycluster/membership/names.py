@@ -18,30 +18,39 @@ from collections.abc import Iterable, Iterator
 class NameTable:
     """Identity <-> index, plus the latest name text to dial (``name@host:port``)."""
 
-    __slots__ = ("_dial", "_free", "_idents", "_index")
+    __slots__ = ("_by_dial", "_dial", "_free", "_idents", "_index")
 
     def __init__(self) -> None:
         self._index: dict[str, int] = {}
         self._idents: list[str] = []  # "" where an index is free
         self._dial: list[str] = []
+        self._by_dial: dict[str, int] = {}  # dial text -> index: a peer list's names, unparsed
         self._free: list[int] = []  # a heap of free indices
 
     def index(self, ident: str, dial: str | None = None) -> int:
         """The index of ``ident``; ``dial`` (with a port hint) replaces the name to dial."""
         i = self._index.get(ident)
         if i is None:
+            dial = dial or ident
             if self._free:
                 i = heapq.heappop(self._free)
                 self._idents[i] = ident
-                self._dial[i] = dial or ident
+                self._dial[i] = dial
             else:
                 i = len(self._idents)
                 self._idents.append(ident)
-                self._dial.append(dial or ident)
+                self._dial.append(dial)
             self._index[ident] = i
-        elif dial is not None and dial != ident:
+            self._by_dial[dial] = i
+        elif dial is not None and dial != ident and dial != self._dial[i]:
+            self._by_dial.pop(self._dial[i], None)
             self._dial[i] = dial
+            self._by_dial[dial] = i
         return i
+
+    def known_dial(self, dial: str) -> int | None:
+        """The index of the name whose latest dial text is ``dial`` (no parsing needed)."""
+        return self._by_dial.get(dial)
 
     def find(self, ident: str) -> int | None:
         """The index of ``ident`` if it has one (never adds it)."""
@@ -53,6 +62,7 @@ class NameTable:
         gone = [(ident, i) for ident, i in self._index.items() if not keep >> i & 1]
         for ident, i in gone:
             del self._index[ident]
+            self._by_dial.pop(self._dial[i], None)
             self._idents[i] = self._dial[i] = ""
         while self._idents and not self._idents[-1]:  # shrink from the end
             self._idents.pop()
