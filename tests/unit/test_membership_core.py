@@ -74,6 +74,19 @@ def test_idle_links_tick_together_on_the_grid_and_a_busy_one_not_at_all() -> Non
     assert ticks(c) == [1, 2]
 
 
+def test_with_a_short_timeout_a_frame_spares_a_tick_only_if_sent_just_before() -> None:
+    c = core(heartbeat_interval=1.0, heartbeat_timeout=1.2)
+    linked(c, 1, "b@h", now=0.0)
+    c.sent(1, 0.85)  # 0.15 s before the grid instant: more than (1.2 - 1.0) / 2
+    c.heard(1, 0.9)
+    c.tick(1.0)
+    assert ticks(c) == [1]
+    c.sent(1, 1.95)
+    c.heard(1, 1.9)
+    c.tick(2.0)
+    assert ticks(c) == []  # its next frame, at 3.0, is 1.05 s after it: within 1.2
+
+
 def test_a_timer_that_fires_a_little_early_still_ticks_on_that_grid_instant() -> None:
     c = core()
     linked(c, 1, "b@h", now=0.1)

@@ -1,9 +1,9 @@
 """Heartbeat verdicts and ticks, for every link of a node, from one timer.
 
 Any frame received proves the peer alive; silence longer than the timeout means
-it is down. A link that sent nothing for half an interval gets a tick (one small
-frame, one way), so an idle link costs one frame per interval each way and a
-busy one none. Deadlines sit in a heap: a pass handles the links that are due,
+it is down. A link that sent nothing for a while (half an interval by default) gets a
+tick (one small frame, one way), so an idle link costs one frame per interval
+each way and a busy one none. Deadlines sit in a heap: a pass handles the links that are due,
 not every link.
 
 Ticks go out on a grid, at the instants when ``now - phase`` is a multiple of
@@ -11,8 +11,9 @@ the interval. The driver takes the phase from the wall clock, so every node of a
 cluster ticks at the same moment: a node's peers' ticks then arrive together
 and are read in a few wake-ups, not one wake-up per peer, and the node's own
 ticks go out in one. An idle node's cost is its frames, not its wake-ups. A
-link's frames are at most one and a half intervals apart (a frame just after a
-half interval before a grid instant spares the tick at that instant).
+frame sent shortly before a grid instant spares the tick at that instant, so a
+link's frames are at most an interval and that while apart: half an interval,
+or less when the timeout is short (never more than half way to the timeout).
 
 Local health (Lifeguard's idea): when the node measures that its own loop ran
 late, the silence it saw is partly its own doing (frames waited unread in the
@@ -69,6 +70,7 @@ class Heartbeats:
         self.interval = interval
         self.timeout = timeout
         self.phase = phase % interval
+        self.spare = min(interval, timeout - interval) / 2  # see the module's docstring
         self.clocks: dict[int, Clock] = {}
         self._heap: list[tuple[float, int]] = []  # (when to look, link)
         self._credit = 0.0  # extra silence forgiven: the lag this node measured
@@ -100,7 +102,7 @@ class Heartbeats:
         heap = self._heap
         allowed = self.allowance(now)
         clocks = self.clocks
-        half = self.interval / 2
+        spare = self.spare
         horizon = now + EARLY
         tick_at = next_instant(horizon, self.phase, self.interval)
         while heap and heap[0][0] <= horizon:
@@ -117,7 +119,7 @@ class Heartbeats:
             if silence > allowed:
                 found.silent.append((link, silence))
                 continue  # the caller removes it
-            if now - clock.last_sent >= half:
+            if now - clock.last_sent >= spare:
                 found.idle.append(link)
                 clock.last_sent = now
             # a hair past the verdict time, so that the next look finds it due
