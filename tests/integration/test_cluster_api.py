@@ -505,13 +505,27 @@ async def test_connect_and_disconnect() -> None:
         await rb.wait_up(A, 2)
         assert await asyncio.to_thread(a.disconnect_blocking, B) is True
         await ra.wait_down(B, 2)
-        await rb.wait_down(A, 2)  # as above: b has seen the old link go before a dials
         assert await asyncio.to_thread(a.connect_blocking, dial_name(b)) is True
         await ra.wait_up(B, 3)
         await rb.wait_up(A, 3)
         assert_alternating(ra.events)
         assert_alternating(rb.events)
         assert len(ra.events) == len(rb.events) == 5
+
+
+@async_test
+async def test_a_node_links_again_at_once_after_its_own_disconnect() -> None:
+    # b may not have read the end of the old link yet when a dials again: b refuses
+    # the new one as "alive" (it holds a link to a), and a dials again shortly
+    # rather than wait its whole connect timeout for a link that will not come.
+    a, b = make("a", connect_timeout=60.0), make("b")
+    async with running(a, b):
+        async with asyncio.timeout(WITHIN):
+            for _ in range(10):
+                assert await a.connect(dial_name(b)) is True
+                assert await a.disconnect(B) is True
+            assert await a.connect(dial_name(b)) is True
+        await eventually(lambda: b.nodes() == [A], "b is linked to a again")
 
 
 @async_test

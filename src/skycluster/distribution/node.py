@@ -47,6 +47,9 @@ log = logging.getLogger("skycluster.node")
 Resolver = Callable[[NodeName], Coroutine[Any, Any, tuple[str, int]]]
 
 
+_ALIVE_PAUSE = 0.05  # seconds before dialling again a peer that still held our old link
+
+
 class Node:
     """The local node of the distribution layer.
 
@@ -291,15 +294,25 @@ class Node:
             self.dials_in_flight -= 1
 
     async def _dial(self, name: NodeName) -> bool:
+        began = self.loop.time()
+        pause = _ALIVE_PAUSE
+        while True:
+            linked = await self._dial_once(name, began, pause)
+            if linked is not None:
+                return linked
+            pause *= 2
+
+    async def _dial_once(self, name: NodeName, began: float, pause: float) -> bool | None:
+        """One attempt within the dial's time; None: refused "alive", dial again."""
         ident = name.identity
         if ident in self.links:
             return True
         link = Link(self, initiator=True, expect=name)
         where = ident
-        began = self.loop.time()
         address: str | None = None
+        deadline = began + self.settings.connect_timeout
         try:
-            async with asyncio.timeout(self.settings.connect_timeout):
+            async with asyncio.timeout_at(deadline):
                 host, port = await self._address_of(name)
                 address = format_address(host, port)
                 where = f"{ident} at {address}"
@@ -315,8 +328,15 @@ class Node:
                 )
                 await link.established
         except LinkRefused as exc:
+            if exc.reason == RejectReason.ALIVE and ident not in self.links:
+                # The peer holds a link to us that we do not: one we closed, whose end
+                # it has not read yet (Erlang's "alive" case). Give it a moment, dial
+                # again, rather than wait the whole timeout for a link that will not come.
+                left = deadline - self.loop.time()
+                if left > pause and not await self.await_link(ident, pause):
+                    return None
             if exc.reason in (RejectReason.SIMULTANEOUS, RejectReason.ALIVE):
-                linked = await self.await_link(ident)
+                linked = await self.await_link(ident, deadline - self.loop.time())
                 self._dialled(ident, address, began, None if linked else "timeout", "timed out")
                 return linked
             self._dial_failed(ident, where, str(exc))
@@ -357,7 +377,7 @@ class Node:
             f"no port known for {name.identity}: give one (name@host:port) or set --dist-port"
         )
 
-    async def await_link(self, ident: str) -> bool:
+    async def await_link(self, ident: str, timeout: float | None = None) -> bool:
         """Wait for the link the peer is dialling (a simultaneous connect it wins, or a
         handshake we are accepting); woken when that link comes up or its handshake fails."""
         if ident in self.links:
@@ -365,7 +385,9 @@ class Node:
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._link_waiters.setdefault(ident, []).append(waiter)
         try:
-            async with asyncio.timeout(self.settings.connect_timeout):
+            async with asyncio.timeout(
+                self.settings.connect_timeout if timeout is None else max(0.0, timeout)
+            ):
                 await waiter
         except TimeoutError:
             pass
