@@ -6,7 +6,15 @@ import asyncio
 import selectors
 from typing import Any
 
+from skycluster.distribution.busypolicy import AFTER_READ, BusyPolicy
 from skycluster.distribution.busywait import BusyWait
+
+
+class Uncontended(BusyPolicy):
+    """A policy that never finds the core contended (a loaded test machine may be)."""
+
+    def check(self, now: float, cpu: float) -> bool:
+        return True
 
 
 class RecordingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
@@ -21,18 +29,20 @@ class RecordingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-t
         return super().select(timeout)
 
 
-def test_a_poked_loop_polls_until_the_window_passes_then_sleeps() -> None:
+def test_quick_traffic_makes_the_loop_poll_until_the_window_passes_then_sleep() -> None:
     selector = RecordingSelector()
     loop = asyncio.SelectorEventLoop(selector)
 
     async def main() -> None:
-        busy = BusyWait(loop, 0.02)
+        busy = BusyWait(loop, 0.02, policy=Uncontended(0.02))
+        busy.poke(AFTER_READ)  # the first frame in a long while: no reason to poll yet
+        assert not busy.spinning
         await asyncio.sleep(0.01)
         assert selector.timeouts.count(0) <= 3, selector.timeouts  # idle: it sleeps
         selector.timeouts.clear()
-        busy.poke()
-        busy.poke()  # traffic while polling extends the window; no second poller
+        busy.poke(AFTER_READ)  # 10 ms later: polling 15 ms would have caught it
         assert busy.spinning
+        busy.poke(AFTER_READ)  # traffic while polling extends the window; no second poller
         await asyncio.sleep(0.06)
         polls = [t for t in selector.timeouts if t == 0]
         assert len(polls) >= 20, selector.timeouts[:50]
@@ -40,7 +50,30 @@ def test_a_poked_loop_polls_until_the_window_passes_then_sleeps() -> None:
         assert not busy.spinning
 
         busy.close()
-        busy.poke()  # a stopped node's last writes start nothing
+        busy.poke(AFTER_READ)  # a stopped node's last writes start nothing
+        assert not busy.spinning
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def test_a_contended_core_ends_the_polling() -> None:
+    loop = asyncio.new_event_loop()
+
+    class Contended(BusyPolicy):
+        def check(self, now: float, cpu: float) -> bool:
+            self.until = now
+            return False
+
+    async def main() -> None:
+        busy = BusyWait(loop, 0.01, policy=Contended(0.01))
+        busy.poke(AFTER_READ)
+        await asyncio.sleep(0.005)
+        busy.poke(AFTER_READ)
+        assert busy.spinning
+        await asyncio.sleep(0.005)  # the first check (after 1 ms of polling) stops it
         assert not busy.spinning
 
     try:
@@ -53,9 +86,10 @@ def test_close_while_polling_leaves_nothing_scheduled() -> None:
     loop = asyncio.new_event_loop()
 
     async def main() -> None:
-        busy = BusyWait(loop, 1.0)
-        busy.poke()
-        await asyncio.sleep(0.01)
+        busy = BusyWait(loop, 0.01, policy=Uncontended(0.01))
+        busy.poke(AFTER_READ)
+        await asyncio.sleep(0.005)
+        busy.poke(AFTER_READ)
         assert busy.spinning
         busy.close()
         assert not busy.spinning

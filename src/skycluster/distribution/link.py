@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from skycluster.distribution import frames
+from skycluster.distribution.busypolicy import AFTER_READ, AFTER_WRITE
 from skycluster.distribution.frame_types import GOODBYE, PING, PONG
 from skycluster.distribution.handshake import (
     Established,
@@ -162,7 +163,7 @@ class Link(asyncio.BufferedProtocol):
             self.node.protocol_error(self, f"internal error: {exc.__class__.__name__}")
             self.abort()
         if self.node.busy_wait is not None:
-            self.node.busy_wait.poke()
+            self.node.busy_wait.poke(AFTER_READ)
 
     def eof_received(self) -> bool | None:
         return False  # close our side too
@@ -395,7 +396,7 @@ class Link(asyncio.BufferedProtocol):
             self._waiting_seen = 0
             node.traffic.bytes_in += nbytes
             if node.data_busy_wait is not None:
-                node.data_busy_wait.poke()
+                node.data_busy_wait.poke(AFTER_READ)
             node.data_reading = True
             try:
                 self._data_frames(buffer[:nbytes])
@@ -581,7 +582,7 @@ class Link(asyncio.BufferedProtocol):
         self.transport.write(data)
         self.last_sent = time.monotonic()
         if self.node.busy_wait is not None:
-            self.node.busy_wait.poke()
+            self.node.busy_wait.poke(AFTER_WRITE)
 
     @property
     def direct_writes(self) -> bool:
@@ -618,7 +619,7 @@ class Link(asyncio.BufferedProtocol):
             self.last_sent = time.monotonic()
             busy_wait = self.node.data_busy_wait
             if busy_wait is not None and threading.get_ident() == self.node.data_thread:
-                busy_wait.poke()  # a request: its reply comes to this loop soon
+                busy_wait.poke(AFTER_WRITE)
             if written >= len(frame):
                 return WROTE
             if written == 0:

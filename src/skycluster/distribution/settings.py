@@ -86,7 +86,7 @@ class NodeSettings:
     # the node thread's event loop: auto, asyncio or uvloop; or "shared": no thread,
     # the node runs on the event loop that starts it (the application's)
     node_loop: str
-    busy_wait: float  # seconds the node's loop polls after traffic before it sleeps
+    busy_wait: float  # the longest the loop that reads the links polls after traffic (busypolicy)
     erlang: bool = False  # also speak Erlang distribution on the listening port
     erlang_ticktime: float = 60.0  # Erlang's net_ticktime on Erlang links
 
