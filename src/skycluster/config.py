@@ -63,6 +63,7 @@ def parse_port(text: str) -> int:
 
 NODE_LOOPS = ("auto", "asyncio", "uvloop", "shared")
 MAX_BUSY_WAIT = 0.01  # a reply later than this is not waiting on a wake-up
+DEFAULT_BUSY_WAIT = 0.0002  # covers a round trip between two sleeping asyncio processes
 
 
 def parse_busy_wait(text: str) -> float:
@@ -451,11 +452,12 @@ NODE_OPTIONS: tuple[Option, ...] = (
     Option(
         "busy_wait",
         parse_busy_wait,
-        "seconds the loop that reads the links (the application's) keeps polling after "
-        "traffic before it sleeps: quicker replies for CPU time, like Erlang's +sbwt",
+        "the longest the loop that reads the links (the application's) polls after "
+        "traffic before it sleeps, when the traffic shows the next frame comes that soon "
+        "and no other process wants the core: quicker replies, like Erlang's +sbwt",
         metavar="S",
-        default=0.0,
-        shown_default="0: off",
+        default=DEFAULT_BUSY_WAIT,
+        shown_default=f"{DEFAULT_BUSY_WAIT}; 0: off",
         check=check_busy_wait_value,
     ),
     Option(
