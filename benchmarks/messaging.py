@@ -482,7 +482,8 @@ def run_side(impl: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
             )
         else:
             env["SKYCLUSTER_NODE_LOOP"] = args.node_loop
-            env["SKYCLUSTER_BUSY_WAIT"] = str(args.busy_wait)
+            if args.busy_wait is not None:
+                env["SKYCLUSTER_BUSY_WAIT"] = str(args.busy_wait)
             workers = [f"w{i}@{HOST}:{free_port()}" for i in (1, 2, 3)]
             for w in workers:
                 procs.append(
@@ -667,8 +668,9 @@ def main() -> None:
     parser.add_argument(
         "--busy-wait",
         type=float,
-        default=0.0,
-        help="busy_wait of each skycluster node: seconds its loop polls after traffic [0: off]",
+        default=None,
+        help="busy_wait of each skycluster node: the longest its loop polls after traffic "
+        "[skycluster's default; 0: off]",
     )
     parser.add_argument(
         "--erlang-busy-wait",
@@ -707,6 +709,8 @@ def main() -> None:
         f"median of {args.runs} run(s) per side, sides taking turns; skycluster consumers "
         "take messages with mailbox.get_many(), senders use await send."
     )
+    from skycluster.config import DEFAULT_BUSY_WAIT
+
     uvloop = importlib.util.find_spec("uvloop") is not None
     node_loop = {"auto": "uvloop" if uvloop else "asyncio"}.get(args.node_loop, args.node_loop)
     where = (
@@ -716,7 +720,8 @@ def main() -> None:
     )
     print(f"{where}; application loops (and the bare socket's) on {args.app_loop}.")
     erlang = "default" if args.erlang_busy_wait == "default" else " ".join(ERL_NO_BUSY_WAIT)
-    print(f"skycluster busy_wait={args.busy_wait}; Erlang scheduler busy wait: {erlang}.")
+    busy_wait = f"{DEFAULT_BUSY_WAIT} (default)" if args.busy_wait is None else args.busy_wait
+    print(f"skycluster busy_wait={busy_wait}; Erlang scheduler busy wait: {erlang}.")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "load": load}, indent=2))
 
