@@ -84,11 +84,11 @@ def test_polling_lasts_until_the_window_after_the_last_frame_passes() -> None:
 def test_a_core_it_does_not_keep_stops_polling_for_a_back_off_without_a_timer() -> None:
     policy = BusyPolicy(LIMIT)
     now, _ = ping_pong(policy, 100.0, 60 * US, 5)
-    policy.started(now, cpu=10.0)
-    assert not policy.check_due(now + 500 * US)
-    now += 2e-3  # 2 ms passed, 0.2 ms of it on the CPU: another process had the core
+    policy.started(now, cpu=10.0, preempted=3)
+    assert not policy.check_due(now + 0.5e-3)
+    now += 4e-3  # 4 ms passed, 0.4 ms of it on the CPU, preempted: another process had it
     assert policy.check_due(now)
-    assert not policy.check(now, cpu=10.0002)
+    assert not policy.check(now, cpu=10.0004, preempted=4)
     assert policy.backoffs == 1 and not policy.polling(now)
     # Within the back-off, traffic teaches the windows but starts no polling.
     _, polls = ping_pong(policy, now, 60 * US, 5)
@@ -98,32 +98,45 @@ def test_a_core_it_does_not_keep_stops_polling_for_a_back_off_without_a_timer() 
     assert polls
 
 
-def test_repeated_contention_doubles_the_back_off_up_to_a_bound_and_a_clean_check_resets_it() -> (
+def test_waiting_for_the_gil_is_not_contention() -> None:
+    # Off the CPU most of the time but never preempted: the thread waited (for the
+    # GIL, held by the node's thread of the same process); polling goes on.
+    policy = BusyPolicy(LIMIT)
+    now, _ = ping_pong(policy, 100.0, 60 * US, 5)
+    policy.started(now, cpu=1.0, preempted=7)
+    assert policy.check(now + 4e-3, cpu=1.0005, preempted=7)
+    assert policy.backoffs == 0
+
+
+def test_a_short_preemption_is_not_contention() -> None:
+    policy = BusyPolicy(LIMIT)
+    now, _ = ping_pong(policy, 100.0, 60 * US, 5)
+    policy.started(now, cpu=1.0, preempted=0)
+    # 2.2 ms, 2 ms of it on the CPU: a heartbeat of another process ran meanwhile
+    assert policy.check(now + 2.2e-3, cpu=1.002, preempted=1)
+    assert policy.backoffs == 0
+
+
+def test_repeated_contention_doubles_the_back_off_up_to_a_bound_and_clean_checks_halve_it() -> (
     None
 ):
     policy = BusyPolicy(LIMIT)
-    now, cpu = 100.0, 10.0
+    now, cpu, preempted = 100.0, 10.0, 0
     quiet = []
     for _ in range(12):
-        policy.started(now, cpu)
-        now += 2e-3
-        assert not policy.check(now, cpu)  # off the CPU throughout
+        policy.started(now, cpu, preempted)
+        now += 4e-3
+        preempted += 1
+        assert not policy.check(now, cpu, preempted)  # preempted throughout
         quiet.append(policy._quiet_until - now)
         now = policy._quiet_until
     assert quiet[0] == pytest.approx(busypolicy.FIRST_BACKOFF)
     assert quiet[1] == pytest.approx(2 * busypolicy.FIRST_BACKOFF)
     assert max(quiet) == pytest.approx(busypolicy.MAX_BACKOFF)
-    policy.started(now, cpu)
-    assert policy.check(now + 2e-3, cpu + 2e-3)  # on the CPU throughout: fine
-    policy.started(now + 3e-3, cpu + 2e-3)
-    assert not policy.check(now + 5e-3, cpu + 2e-3)
-    assert policy._quiet_until - (now + 5e-3) == pytest.approx(busypolicy.FIRST_BACKOFF)
-
-
-def test_a_thread_that_keeps_its_core_polls_on() -> None:
-    policy = BusyPolicy(LIMIT)
-    now, _ = ping_pong(policy, 100.0, 60 * US, 5)
-    policy.started(now, cpu=1.0)
-    # 1.2 ms, 1 ms of it on the CPU: a short preemption (a heartbeat on another thread)
-    assert policy.check(now + 1.2e-3, cpu=1.001)
-    assert policy.backoffs == 0
+    policy.started(now, cpu, preempted)
+    for _ in range(10):  # on the CPU throughout: fine
+        now += 4e-3
+        cpu += 4e-3
+        assert policy.check(now, cpu, preempted)
+    assert not policy.check(now + 4e-3, cpu, preempted + 1)
+    assert policy._quiet_until - (now + 4e-3) == pytest.approx(busypolicy.FIRST_BACKOFF)

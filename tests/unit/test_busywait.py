@@ -13,7 +13,7 @@ from skycluster.distribution.busywait import BusyWait
 class Uncontended(BusyPolicy):
     """A policy that never finds the core contended (a loaded test machine may be)."""
 
-    def check(self, now: float, cpu: float) -> bool:
+    def check(self, now: float, cpu: float, preempted: int) -> bool:
         return True
 
 
@@ -63,7 +63,7 @@ def test_a_contended_core_ends_the_polling() -> None:
     loop = asyncio.new_event_loop()
 
     class Contended(BusyPolicy):
-        def check(self, now: float, cpu: float) -> bool:
+        def check(self, now: float, cpu: float, preempted: int) -> bool:
             self.until = now
             return False
 

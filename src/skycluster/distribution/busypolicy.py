@@ -16,14 +16,21 @@ and watches the second, in the manner of Linux's haltpoll governor:
   that polls is runnable, so when its frame arrives the kernel does not wake it
   ahead of others (as it does a sleeper), it waits for its turn. So every
   ``CHECK_EVERY`` of polling the thread's CPU time is compared with the time
-  that passed: when the thread was off the CPU (preempted, or waiting for the
-  GIL) for more than ``STOLEN_SHARE`` of it, others want that core and polling
-  stops for a back-off (``FIRST_BACKOFF``, doubled on each repeat up to
-  ``MAX_BACKOFF``, back to the first after a clean check). The back-off is a
-  time compared at the next event: it costs no timer and no wake-up.
+  that passed: when the thread was preempted (an involuntary context switch)
+  and off the CPU for more than ``STOLEN_SHARE`` of it, another process wants
+  that core and polling stops for a back-off (``FIRST_BACKOFF``, doubled on
+  each repeat up to ``MAX_BACKOFF``, halved by each clean check). The back-off
+  is short: under lasting contention polling resumes for one check now and
+  then, which costs little, and on a machine that quietened down it pays again
+  soon.
+  Waiting for the GIL is not preemption (the process's own node thread has it;
+  polling does not delay that), nor is a short preemption (a heartbeat handled
+  by another process). The back-off is a time compared at the next event: it
+  costs no timer and no wake-up.
 
 All times are seconds on one monotonic clock (the caller's); ``cpu`` is the
-polling thread's CPU time.
+polling thread's CPU time, ``preempted`` its count of involuntary context
+switches.
 """
 
 from __future__ import annotations
@@ -37,9 +44,9 @@ MIN_WINDOW = 10e-6  # a window shrunk below this is 0: poll not at all
 GROW_START = 20e-6  # the least a window grows to
 MARGIN = 1.5  # a grown window covers the gap it missed with this margin
 CHECK_EVERY = 1e-3  # of polling, between two looks at the thread's CPU time
-STOLEN_SHARE = 0.25  # off the CPU for more than this share of a check: contended
-FIRST_BACKOFF = 0.1
-MAX_BACKOFF = 5.0
+STOLEN_SHARE = 0.25  # preempted, and off the CPU more than this share of a check: contended
+FIRST_BACKOFF = 0.05
+MAX_BACKOFF = 1.0
 
 
 class BusyPolicy:
@@ -50,6 +57,7 @@ class BusyPolicy:
         "_last",
         "_last_kind",
         "_mark_cpu",
+        "_mark_preempted",
         "_mark_wall",
         "_quiet_until",
         "backoffs",
@@ -69,6 +77,7 @@ class BusyPolicy:
         self._backoff = FIRST_BACKOFF
         self._mark_wall = 0.0  # the start of the current check period
         self._mark_cpu = 0.0
+        self._mark_preempted = 0
 
     def traffic(self, now: float, kind: int) -> bool:
         """A frame was read (AFTER_READ) or written (AFTER_WRITE) at ``now``: learn from the gap
@@ -95,24 +104,27 @@ class BusyPolicy:
         """Whether to poll on at ``now`` (asked before each poll)."""
         return now < self.until
 
-    def started(self, now: float, cpu: float) -> None:
+    def started(self, now: float, cpu: float, preempted: int) -> None:
         """Polling starts (it had stopped): the first check period starts too."""
         self._mark_wall = now
         self._mark_cpu = cpu
+        self._mark_preempted = preempted
 
     def check_due(self, now: float) -> bool:
         """Whether :meth:`check` wants the thread's CPU time now."""
         return now - self._mark_wall >= CHECK_EVERY
 
-    def check(self, now: float, cpu: float) -> bool:
+    def check(self, now: float, cpu: float, preempted: int) -> bool:
         """Whether the thread kept its core since the last check (polling goes on);
-        False: it was off the CPU for too long, polling stops for a back-off."""
+        False: it was preempted for too long, polling stops for a back-off."""
         wall = now - self._mark_wall
         stolen = wall - (cpu - self._mark_cpu)
+        was_preempted = preempted > self._mark_preempted
         self._mark_wall = now
         self._mark_cpu = cpu
-        if stolen <= wall * STOLEN_SHARE:
-            self._backoff = FIRST_BACKOFF
+        self._mark_preempted = preempted
+        if not was_preempted or stolen <= wall * STOLEN_SHARE:
+            self._backoff = max(FIRST_BACKOFF, self._backoff / 2)
             return True
         self.backoffs += 1
         self._quiet_until = now + self._backoff

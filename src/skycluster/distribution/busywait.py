@@ -21,21 +21,31 @@ still run meanwhile: the polls that found nothing before the frame came.
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
+from typing import TYPE_CHECKING
 
 from skycluster.distribution.busypolicy import BusyPolicy
+
+if TYPE_CHECKING:
+    from skycluster._counters import Counters
 
 
 class BusyWait:
     """Keeps ``loop`` polling after traffic as its :class:`BusyPolicy` says (its thread only)."""
 
-    __slots__ = ("_closed", "_handle", "loop", "policy")
+    __slots__ = ("_closed", "_counters", "_handle", "loop", "policy")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, seconds: float, policy: BusyPolicy | None = None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        seconds: float,
+        counters: Counters | None = None,
+        policy: BusyPolicy | None = None,
     ) -> None:
         self.loop = loop
         self.policy = BusyPolicy(seconds) if policy is None else policy
+        self._counters = counters  # busy_wait_backoffs: polling stopped, the core contended
         self._handle: asyncio.Handle | None = None
         self._closed = False
 
@@ -48,7 +58,7 @@ class BusyWait:
         (cheap: called per read and write)."""
         now = time.monotonic()
         if self.policy.traffic(now, kind) and self._handle is None and not self._closed:
-            self.policy.started(now, time.thread_time())
+            self.policy.started(now, time.thread_time(), _preemptions())
             self._handle = self.loop.call_soon(self._spin)
 
     def _spin(self) -> None:
@@ -57,11 +67,15 @@ class BusyWait:
         now = time.monotonic()
         policy = self.policy
         # A check first: a thread kept off its core past the window's end counts too.
-        contended = policy.check_due(now) and not policy.check(now, time.thread_time())
+        contended = policy.check_due(now) and not policy.check(
+            now, time.thread_time(), _preemptions()
+        )
         if not contended and policy.polling(now):
             self._handle = self.loop.call_soon(self._spin)
-        else:
-            self._handle = None
+            return
+        self._handle = None
+        if contended and self._counters is not None:
+            self._counters.add("busy_wait_backoffs")
 
     @property
     def spinning(self) -> bool:
@@ -73,3 +87,8 @@ class BusyWait:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+
+def _preemptions() -> int:
+    """This thread's involuntary context switches so far."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw

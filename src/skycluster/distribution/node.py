@@ -112,7 +112,7 @@ class Node:
         # application's (shared), else the data loop (read_on); never a node thread,
         # which would take the GIL from the application's thread over and over.
         polls = settings.shared_loop and settings.busy_wait > 0
-        self.busy_wait = BusyWait(self.loop, settings.busy_wait) if polls else None
+        self.busy_wait = BusyWait(self.loop, settings.busy_wait, self.counters) if polls else None
         self.data_busy_wait: BusyWait | None = None  # the data loop's (its thread only)
         self.data_thread = 0  # the thread that runs the data loop
         self.last_dial_error: dict[str, str] = {}
@@ -209,7 +209,7 @@ class Node:
         self.data_thread = thread
         self.data_read_buffer = memoryview(bytearray(READ_SIZE))
         if self.settings.busy_wait:
-            self.data_busy_wait = BusyWait(loop, self.settings.busy_wait)
+            self.data_busy_wait = BusyWait(loop, self.settings.busy_wait, self.counters)
 
     def lend_reading(self) -> None:
         """(the data loop's thread, about to block in a wait for a link's data, not
