@@ -84,6 +84,26 @@ def test_random_chunking_yields_the_same_frames(payloads: list[bytes], data: st.
     assert decoder.buffered == 0
 
 
+@given(st.lists(st.binary(max_size=40), max_size=10), st.data())
+def test_reads_into_one_reused_buffer_yield_the_same_frames(
+    payloads: list[bytes], data: st.DataObject
+) -> None:
+    # A link reads every chunk into the same buffer and feeds a view of it: what the
+    # decoder returns or keeps must not change when the next read overwrites it.
+    stream = b"".join(frames.encode_payload(p) for p in payloads)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    buffer = bytearray(len(stream) + 1)
+    decoder = FrameDecoder(40)
+    got: list[bytes] = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        buffer[:] = b"\xff" * len(buffer)
+        buffer[: end - start] = stream[start:end]
+        got += decoder.feed(memoryview(buffer)[: end - start])
+    buffer[:] = b"\xff" * len(buffer)
+    assert got == payloads
+    assert decoder.buffered == 0
+
+
 def test_frame_of_exactly_the_limit_is_accepted() -> None:
     decoder = FrameDecoder(10)
     assert decoder.feed(frames.encode_payload(b"x" * 10)) == [b"x" * 10]

@@ -62,20 +62,32 @@ class FrameDecoder:
 
     def feed(self, data: bytes | memoryview) -> list[bytes]:
         buf = self._buffer
-        buf += data
+        held = bool(buf)
+        if held:
+            buf += data
+            view = memoryview(buf)
+        else:
+            # Nothing held back (the usual case): split the read itself, so that each
+            # payload is copied once, not into the buffer first.
+            view = memoryview(data)
         frames: list[bytes] = []
         start = 0
-        end = len(buf)
-        while end - start >= HEADER_SIZE:
-            (size,) = HEADER.unpack_from(buf, start)
-            if size > self.max_size:
-                raise FrameTooLarge(f"frame of {size} bytes exceeds the limit of {self.max_size}")
-            if end - start - HEADER_SIZE < size:
-                break
-            start += HEADER_SIZE
-            frames.append(bytes(buf[start : start + size]))
-            start += size
-        if start:
+        end = len(view)
+        with view:
+            while end - start >= HEADER_SIZE:
+                (size,) = HEADER.unpack_from(view, start)
+                if size > self.max_size:
+                    raise FrameTooLarge(
+                        f"frame of {size} bytes exceeds the limit of {self.max_size}"
+                    )
+                if end - start - HEADER_SIZE < size:
+                    break
+                start += HEADER_SIZE
+                frames.append(bytes(view[start : start + size]))
+                start += size
+            if not held and start < end:
+                buf += view[start:]  # the start of a frame: kept for the next read
+        if held and start:
             del buf[:start]
         return frames
 
