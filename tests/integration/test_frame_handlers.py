@@ -229,7 +229,7 @@ async def test_a_direct_write_the_socket_takes_in_part_is_finished_by_the_nodes_
         assert await asyncio.to_thread(write_half) == WROTE_PART
         # the rest waits in the link: another direct write must not overtake it
         assert await asyncio.to_thread(to_b.write_direct, frame) == NOT_WRITTEN
-        to_b.write_out(frames.encode([SPARE.start + 1, "next"]))
+        to_b.write_out([frames.encode([SPARE.start + 1, "next"])])
         await until(lambda: len(recorder.got) == 2)
         assert [got[2] for got in recorder.got] == [
             [SPARE.start, "x" * 1000],

@@ -44,6 +44,9 @@ log = logging.getLogger("skycluster.link")
 # reads on the node's thread, one at a time, and copies out what it read.
 READ_SIZE = 1024 * 1024
 
+# Pieces write_out() writes as they are (one writev); more are joined first.
+WRITEV_PIECES = 256
+
 # What write_direct() did with a frame.
 WROTE = 0  # the socket took all of it
 WROTE_PART = 1  # the socket took a part; the rest goes out first on the node's loop (write_out)
@@ -562,15 +565,40 @@ class Link(asyncio.BufferedProtocol):
             with self._write_lock:
                 self._write_locked(data)
 
-    def write_out(self, data: bytes) -> None:
-        """Write whole encoded frames on the node's loop (the caller counts them in
-        the node's traffic), after the end of a frame another thread wrote in part;
-        nothing when both are empty."""
-        if self.transport is None or self.transport.is_closing():
+    def write_out(self, parts: list[bytes]) -> None:
+        """Write whole encoded frames, as pieces in order, on the node's loop (the
+        caller counts them in the node's traffic), after the end of a frame another
+        thread wrote in part; nothing when both are empty.
+
+        On a plain TCP link with nothing waiting in the transport, the pieces go
+        to the socket in one ``writev``, which releases the GIL: the application's
+        thread goes on encoding while the kernel copies a batch (a transport's
+        write holds the GIL throughout), and nothing is joined into one buffer
+        first. What the socket does not take goes to the transport, which sends it
+        when the socket has room."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
         with self._write_lock:
-            if data or self._unsent:
-                self._write_locked(data)
+            if self._unsent:
+                parts.insert(0, self._unsent)
+                self._unsent = b""
+            if not parts:
+                return
+            if len(parts) > WRITEV_PIECES:  # a writev takes at most 1024
+                parts = [b"".join(parts)]
+            fd = self._fd
+            if fd is not None and transport.get_write_buffer_size() == 0:
+                try:
+                    written = os.writev(fd, parts)
+                except OSError:  # full (BlockingIOError), or failing: the transport's turn
+                    written = 0
+                parts = _unwritten(parts, written)
+            if parts:
+                transport.writelines(parts)
+            self.last_sent = time.monotonic()
+            if self.node.busy_wait is not None:
+                self.node.busy_wait.poke(AFTER_WRITE)
 
     def _write_locked(self, data: bytes) -> None:
         """Write on the node's loop, _write_lock held: first the rest of a frame
@@ -686,3 +714,14 @@ class Link(asyncio.BufferedProtocol):
     @property
     def identity(self) -> str | None:
         return None if self.peer is None else self.peer.name.identity
+
+
+def _unwritten(parts: list[bytes], written: int) -> list[bytes]:
+    """What is left of ``parts`` once the first ``written`` bytes went out."""
+    if written <= 0:
+        return parts
+    for index, part in enumerate(parts):
+        if written < len(part):
+            return [part[written:], *parts[index + 1 :]]
+        written -= len(part)
+    return []

@@ -246,11 +246,10 @@ class Channel:
             nframes += 1
             out.extend(parts)
             budget -= size
-        data = b"".join(out)
         traffic = self._traffic
-        traffic.bytes_out += len(data) - counted
+        traffic.bytes_out += sum(map(len, out)) - counted
         traffic.frames_out += nframes
-        link.write_out(data)  # after the end of a frame written directly in part, if any
+        link.write_out(out)  # after the end of a frame written directly in part, if any
         with self.lock:
             done = not self.groups and self._partial is None
             if done:
