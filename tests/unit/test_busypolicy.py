@@ -38,6 +38,30 @@ def test_an_idle_node_never_polls() -> None:
     assert policy.windows == [0.0, 0.0]
 
 
+def test_heartbeats_that_arrive_together_and_are_forgotten_never_make_it_poll() -> None:
+    # 64 peers tick at the same moment, once a second: 64 reads microseconds apart.
+    policy = BusyPolicy(LIMIT)
+    now = 100.0
+    for _ in range(10):
+        for peer in range(64):
+            policy.traffic(now + peer * 5 * US, AFTER_READ)
+            policy.forget()  # the read carried only a heartbeat
+        assert not policy.polling(now + 64 * 5 * US)
+        now += 1.0
+    assert policy.windows == [0.0, 0.0]
+
+
+def test_forgetting_a_frame_leaves_what_was_learned_before_it() -> None:
+    policy = BusyPolicy(LIMIT)
+    now, _ = ping_pong(policy, 100.0, 60 * US, 5)
+    windows, until = list(policy.windows), policy.until
+    policy.traffic(now + 1.0, AFTER_READ)  # a heartbeat a second later
+    policy.forget()
+    assert policy.windows == windows and policy.until == until
+    _, polls = ping_pong(policy, now, 60 * US, 1)  # the calls go on as before
+    assert polls
+
+
 def test_quick_traffic_makes_it_poll_long_enough_to_catch_the_next_frame() -> None:
     policy = BusyPolicy(LIMIT)
     now, polls = ping_pong(policy, 100.0, 60 * US, 5)

@@ -60,6 +60,7 @@ class BusyPolicy:
         "_mark_preempted",
         "_mark_wall",
         "_quiet_until",
+        "_undo",
         "backoffs",
         "limit",
         "until",
@@ -78,6 +79,7 @@ class BusyPolicy:
         self._mark_wall = 0.0  # the start of the current check period
         self._mark_cpu = 0.0
         self._mark_preempted = 0
+        self._undo: tuple[float, int, float, float] | None = None  # see forget()
 
     def traffic(self, now: float, kind: int) -> bool:
         """A frame was read (AFTER_READ) or written (AFTER_WRITE) at ``now``: learn from the gap
@@ -86,6 +88,7 @@ class BusyPolicy:
             return False
         last_kind = self._last_kind
         window = self.windows[last_kind]
+        self._undo = (self._last, last_kind, window, self.until)
         gap = now - self._last
         if gap > window:  # not caught while polling: the loop slept, or did not poll
             if gap <= self.limit:
@@ -99,6 +102,15 @@ class BusyPolicy:
             return False
         self.until = now + self.windows[kind]
         return self.until > now
+
+    def forget(self) -> None:
+        """Undo the last :meth:`traffic`: that frame says nothing about the next one
+        (a heartbeat: an idle node's peers tick at the same moments)."""
+        if self._undo is None:
+            return
+        self._last, self._last_kind, window, self.until = self._undo
+        self.windows[self._last_kind] = window
+        self._undo = None
 
     def polling(self, now: float) -> bool:
         """Whether to poll on at ``now`` (asked before each poll)."""

@@ -61,6 +61,12 @@ class BusyWait:
             self.policy.started(now, time.thread_time(), _preemptions())
             self._handle = self.loop.call_soon(self._spin)
 
+    def forget_read(self) -> None:
+        """The read just poked carried only the link's own frames (heartbeats): as if
+        it never came. Peers' ticks arrive together; polling after them would cost
+        an idle node CPU for nothing."""
+        self.policy.forget()
+
     def _spin(self) -> None:
         # A callback that schedules itself keeps the loop's ready queue non-empty, so
         # that the loop polls with a zero timeout instead of sleeping.

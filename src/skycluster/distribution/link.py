@@ -120,6 +120,7 @@ class Link(asyncio.BufferedProtocol):
         # An accepted connection's first read may belong to the node's second
         # protocol (Node.speak_also): its first bytes tell.
         self._sniff = not initiator
+        self.handled_frames = 0  # by a handler the node has for their type (not the link's own)
         # Reading on the data loop (the application's, see Node.data_loop): a duplicate
         # of the socket that loop reads; whether it reads it now (guarded by _read_lock).
         self._data_sock: socket.socket | None = None
@@ -157,16 +158,20 @@ class Link(asyncio.BufferedProtocol):
                 self._sniff = False
                 if self.node.second_protocol is not None and self.node.sniffed(self, bytes(data)):
                     return
+            busy_wait = self.node.busy_wait
             if self.up:
+                if busy_wait is not None:
+                    busy_wait.poke(AFTER_READ)
+                handled = self.handled_frames
                 self._link_data(data)
+                if busy_wait is not None and self.handled_frames == handled:
+                    busy_wait.forget_read()  # heartbeats only: no reason to poll
             elif not self.closing:
                 self._handshake_data(bytes(data))
         except Exception as exc:  # a bug must cost this connection only, never the node
             log.exception("unexpected error on the connection with %s", self.peer_address)
             self.node.protocol_error(self, f"internal error: {exc.__class__.__name__}")
             self.abort()
-        if self.node.busy_wait is not None:
-            self.node.busy_wait.poke(AFTER_READ)
 
     def eof_received(self) -> bool | None:
         return False  # close our side too
@@ -278,6 +283,7 @@ class Link(asyncio.BufferedProtocol):
                 kind = frame_kind(payload)
                 handler = handlers[kind]
                 if handler is not None:
+                    self.handled_frames += 1
                     handler(self, kind, payload)
                 else:
                     unhandled(kind, payload)
@@ -398,8 +404,10 @@ class Link(asyncio.BufferedProtocol):
             self.last_received = time.monotonic()
             self._waiting_seen = 0
             node.traffic.bytes_in += nbytes
-            if node.data_busy_wait is not None:
-                node.data_busy_wait.poke(AFTER_READ)
+            busy_wait = node.data_busy_wait
+            if busy_wait is not None:
+                busy_wait.poke(AFTER_READ)
+            handled = self.handled_frames
             node.data_reading = True
             try:
                 self._data_frames(buffer[:nbytes])
@@ -409,6 +417,8 @@ class Link(asyncio.BufferedProtocol):
                 self._to_node(self._failed, f"internal error: {exc.__class__.__name__}")
             finally:
                 node.data_reading = False
+            if busy_wait is not None and self.handled_frames == handled:
+                busy_wait.forget_read()  # heartbeats only: no reason to poll
 
     def lend_reading(self) -> None:
         """(the data loop's thread, not in a read) The node's loop reads this link
