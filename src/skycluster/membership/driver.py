@@ -216,8 +216,15 @@ class MembershipDriver:
             self._sample_rtt(now)
 
     def _sample_rtt(self, now: float) -> None:
-        """A round trip measured on one link per interval, in turn (for /status)."""
-        if now - self._last_rtt < self.core.settings.heartbeat_interval or not self._links:
+        """A round trip measured on one link per interval, in turn (for /status), on
+        the ticks' grid: the ping and its answer ride with the ticks, no wake-up of
+        their own on either side."""
+        settings = self.core.settings
+        interval = settings.heartbeat_interval
+        if now - self._last_rtt < interval / 2 or not self._links:
+            return
+        since = (now - settings.tick_phase) % interval
+        if min(since, interval - since) >= settings.step / 2:
             return
         self._last_rtt = now
         links = list(self._links.values())
