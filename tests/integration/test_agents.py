@@ -455,6 +455,10 @@ def test_a_handshake_flood_neither_breaks_links_nor_locks_out_joiners(
 
 def test_a_failed_mesh_link_is_retried(agent_factory: AgentFactory) -> None:
     a, b = pair(agent_factory, b_args=("--handshake-timeout", "30"))
+    # A new link gets the list its peer told at its last mesh pass (once a second):
+    # after one, a gives c a list with b in it at once, so that c dials b before a's
+    # next pass tells b about c (then b would dial c, and c never fail).
+    time.sleep(1.2)
     sockets = flood(b)  # b refuses every new connection for now
     try:
         c = agent_factory("c", hosts=[a])  # knows a only; learns b from a

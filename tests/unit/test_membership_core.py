@@ -87,6 +87,23 @@ def test_with_a_short_timeout_a_frame_spares_a_tick_only_if_sent_just_before() -
     assert ticks(c) == []  # its next frame, at 3.0, is 1.05 s after it: within 1.2
 
 
+def test_peer_lists_go_out_on_the_grid_with_the_ticks() -> None:
+    c = core(tick_phase=0.3)
+    linked(c, 1, "b@h", now=0.0)
+    c.tick(0.05)  # the first pass, whenever it comes
+    assert [a.link for a in c.take() if isinstance(a, SendPeers)] == [1]
+    linked(c, 2, "c@h", now=0.1)
+    c.tick(0.3)  # then on the grid
+    assert [a.link for a in c.take() if isinstance(a, SendPeers)] == [1, 2]
+    linked(c, 3, "d@h", now=0.4)
+    for t in (0.55, 0.8, 1.05, 1.299):  # off the grid (1.299: a timer a hair early is on it)
+        for link in (1, 2, 3):
+            c.heard(link, t)
+        c.tick(t)
+        sent = [a.link for a in c.take() if isinstance(a, SendPeers)]
+        assert sent == ([1, 2, 3] if t > 1.29 else []), t
+
+
 def test_a_timer_that_fires_a_little_early_still_ticks_on_that_grid_instant() -> None:
     c = core()
     linked(c, 1, "b@h", now=0.1)

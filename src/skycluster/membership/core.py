@@ -107,7 +107,7 @@ class Membership:
         self._dialling_mask = 0
         self._explicit: set[str] = set()  # dials a strategy or the application asked for
         self._pending = 0  # mesh targets waiting for a free dial slot
-        self._last_mesh = float("-inf")
+        self._next_mesh = float("-inf")  # the first pass at the first tick
         self._changed = False  # a list (ours or a peer's) changed since the last count
         self._actions: list[Action] = []
 
@@ -301,11 +301,13 @@ class Membership:
             self._lost(state, now, "heartbeat_timeout")
         for link in due.idle:
             self._act(SendTick(link))
-        if now - self._last_mesh >= self.settings.mesh_period:
+        if now + EARLY >= self._next_mesh:
             self._mesh_pass(now)
 
     def _mesh_pass(self, now: float) -> None:
-        self._last_mesh = now
+        # on the ticks' grid: the peer lists it sends go out with the ticks
+        settings = self.settings
+        self._next_mesh = next_instant(now + EARLY, settings.tick_phase, settings.mesh_period)
         if self.settings.hidden:
             return
         self._pending &= self.lists.union()  # no live peer lists them any more: no target
