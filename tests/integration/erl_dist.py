@@ -11,11 +11,13 @@ import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agents import LOOPBACK, WITHIN, Process
 from local_host import private_epmd_port
 
+from skycluster import Cluster
 from skycluster.erlang.handshake import ErlangHandshake, Established, Refused
 from skycluster.erlang.link import handshake
 
@@ -58,6 +60,16 @@ async def drive(
     """Move bytes between the socket and the core until the handshake ends (the
     link's own driver, accepting every name)."""
     return await handshake(core, reader, writer)
+
+
+def python_node(epmd_port: int, name: str, cookie: str, **options: Any) -> Cluster:
+    """A Python node that speaks Erlang distribution (``erlang=True`` unless told
+    otherwise), registered with the private epmd; HOME points nowhere, so the
+    cookie given is the only one (no ~/.erlang.cookie is read)."""
+    settings: dict[str, Any] = {"erlang": True, **options}
+    return Cluster(
+        name, cookie=cookie, epmd_port=epmd_port, environ={"HOME": "/nonexistent"}, **settings
+    )
 
 
 class ErlNode:

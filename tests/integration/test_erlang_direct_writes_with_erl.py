@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from agents import LOOPBACK, WITHIN
-from erl_dist import ERL, NEEDS_ERL, ErlNode
+from erl_dist import ERL, NEEDS_ERL, ErlNode, python_node
 
-from skycluster import Cluster
 from skycluster.erlang import Atom
 
 pytestmark = NEEDS_ERL
@@ -42,13 +41,7 @@ def erl(tmp_path: Path) -> Iterator[ErlNode]:
 
 def test_messages_from_threads_arrive_whole_and_in_order(erl: ErlNode) -> None:
     async def scenario() -> tuple[list[tuple[object, int, int]], dict[str, int]]:
-        async with Cluster(
-            PY,
-            cookie=COOKIE,
-            epmd_port=erl.epmd_port,
-            environ={"HOME": "/nonexistent"},
-            erlang=True,
-        ) as py:
+        async with python_node(erl.epmd_port, PY, COOKIE) as py:
             back = py.register("back")
             assert await py.connect(ERL)
             # One at a time (each waits for its echo: direct writes), then a burst

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import erl_dist
 import pytest
 from agents import LOOPBACK, WITHIN
 from erl_dist import ERL, NEEDS_ERL, ErlNode
@@ -85,10 +86,7 @@ def erl_waiting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ErlNode]:
 
 
 def python_node(epmd_port: int, name: str = PY, **options: Any) -> Cluster:
-    settings: dict[str, Any] = {"erlang": True, "erlang_ticktime": TICKTIME, **options}
-    return Cluster(
-        name, cookie=COOKIE, epmd_port=epmd_port, environ={"HOME": "/nonexistent"}, **settings
-    )
+    return erl_dist.python_node(epmd_port, name, COOKIE, **{"erlang_ticktime": TICKTIME, **options})
 
 
 async def next_event(subscription: Any, kind: type, node: str, within: float = WITHIN) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from agents import LOOPBACK, WITHIN
-from erl_dist import ERL, NEEDS_ERL, ErlNode
+from erl_dist import ERL, NEEDS_ERL, ErlNode, python_node
 
 from skycluster import Cluster
 from skycluster.erlang import Atom, Pid
@@ -90,15 +90,9 @@ async def until(check: Callable[[], Awaitable[bool]]) -> None:
             await asyncio.sleep(0.05)
 
 
-def python_node(epmd_port: int) -> Cluster:
-    return Cluster(
-        PY, cookie=COOKIE, epmd_port=epmd_port, environ={"HOME": "/nonexistent"}, erlang=True
-    )
-
-
 def test_pids_monitors_and_gen_server_calls_both_ways(erl_node: ErlNode) -> None:
     async def scenario() -> None:
-        async with python_node(erl_node.epmd_port) as py:
+        async with python_node(erl_node.epmd_port, PY, COOKIE) as py:
             assert await py.connect(ERL)
             test = py.register("test")
             erl = Erl(py, test, await py.erlang_pid("test"))
@@ -164,7 +158,7 @@ def test_pids_monitors_and_gen_server_calls_both_ways(erl_node: ErlNode) -> None
 
 def test_rpc_call_and_pg_on_a_node(erl_node: ErlNode) -> None:
     async def scenario() -> None:
-        async with python_node(erl_node.epmd_port) as py:
+        async with python_node(erl_node.epmd_port, PY, COOKIE) as py:
             py.expose("math", "add", lambda a, b: a + b)
             assert await py.connect(ERL)
             test = py.register("test")

@@ -13,9 +13,7 @@ from typing import Any
 
 import pytest
 from agents import LOOPBACK, WITHIN, clean_environ, run_cli
-from erl_dist import ERL, NEEDS_ERL, ErlNode
-
-from skycluster import Cluster
+from erl_dist import ERL, NEEDS_ERL, ErlNode, python_node
 
 pytestmark = NEEDS_ERL
 
@@ -42,14 +40,7 @@ def test_an_erlang_link_shows_in_status_and_members(tmp_path: Path, hidden: bool
         env = clean_environ(tmp_path / "home", {"SKYCLUSTER_COOKIE": COOKIE})
 
         async def with_members() -> tuple[dict[str, Any], str, str]:
-            async with Cluster(
-                PY,
-                cookie=COOKIE,
-                epmd_port=erl.epmd_port,
-                environ={"HOME": "/nonexistent"},
-                erlang=True,
-                erlang_ticktime=TICKTIME,
-            ) as py:
+            async with python_node(erl.epmd_port, PY, COOKIE, erlang_ticktime=TICKTIME) as py:
                 await asyncio.to_thread(erl.erl.wait_for_log, "^pong$", WITHIN)
                 status = await py.status()
                 assert py.address is not None
