@@ -37,6 +37,7 @@ from skycluster.membership.actions import (
 from skycluster.membership.core import Membership
 from skycluster.membership.peerlists import PeerListUpdate
 from skycluster.membership.settings import MembershipSettings
+from skycluster.membership.verdicts import EARLY, next_instant
 from skycluster.names import InvalidNodeName, NodeName, parse_address
 
 log = logging.getLogger("skycluster.membership")
@@ -71,7 +72,10 @@ class MembershipDriver:
         self._encoded: tuple[PeerListUpdate, bytes] | None = None  # one update, many links
         self._closed = False
         self._rtt_turn = 0
-        self._last_rtt = 0.0
+        core_settings = self.core.settings
+        self._next_rtt = next_instant(  # the first grid instant
+            time.monotonic(), core_settings.tick_phase, core_settings.heartbeat_interval
+        )
         node.decide_with(self)
         # A tick only proves the peer alive, and the read that brought it stamped the
         # link's clock: it is handled (dropped) on whichever thread read it, not
@@ -219,14 +223,10 @@ class MembershipDriver:
         """A round trip measured on one link per interval, in turn (for /status), on
         the ticks' grid: the ping and its answer ride with the ticks, no wake-up of
         their own on either side."""
+        if now + EARLY < self._next_rtt or not self._links:
+            return
         settings = self.core.settings
-        interval = settings.heartbeat_interval
-        if now - self._last_rtt < interval / 2 or not self._links:
-            return
-        since = (now - settings.tick_phase) % interval
-        if min(since, interval - since) >= settings.step / 2:
-            return
-        self._last_rtt = now
+        self._next_rtt = next_instant(now + EARLY, settings.tick_phase, settings.heartbeat_interval)
         links = list(self._links.values())
         self._rtt_turn = (self._rtt_turn + 1) % len(links)
         link = links[self._rtt_turn]
